@@ -1,0 +1,74 @@
+"""
+The interface every workspace backend implements.
+
+A backend makes, inspects and releases one kind of workspace. Steps call it
+with the provision's record; it never touches Redis. Every method is safe to
+call twice for the same provision, because a step can be delivered twice:
+
+* `create` adopts the workspace that a lost worker already made for this
+  provision (found by its label, name or path) instead of making a second one;
+* `destroy` of a workspace that is already gone does nothing.
+
+Backends raise `workflows.errors.BackendError` (or a subclass) and nothing else
+on purpose: SDK errors are mapped at this boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Protocol
+
+from workflows.model import ProvisionRecord, WorkspaceType
+
+
+class RunState(str, enum.Enum):
+    """What the backend reports about a workspace's kernel or process."""
+
+    # Made, not running yet (Docker "created", Hetzner "initializing" or "starting").
+    STARTING = "starting"
+    # Docker State.Running, Hetzner status=running.
+    RUNNING = "running"
+    # Stopped for good; see `Inspection.exit_code` and `Inspection.log_tail`.
+    EXITED = "exited"
+    # Not there any more (removed behind our back).
+    GONE = "gone"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """What `create` made: the handle to find it again, and where the run reaches it."""
+
+    handle: str
+    harness_url: str = ""
+    workspace_path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """The result of `Backend.inspect`."""
+
+    state: RunState
+    exit_code: int | None = None
+    log_tail: str = ""
+    # True when a host-network container exited because its port was taken.
+    port_conflict: bool = False
+
+
+class Backend(Protocol):
+    """Makes, inspects and releases workspaces of one type."""
+
+    workspace_type: WorkspaceType
+
+    def create(self, record: ProvisionRecord, secrets: Mapping[str, str]) -> Workspace:
+        """Make the workspace of `record`, or adopt the one already made for it."""
+        ...
+
+    def inspect(self, record: ProvisionRecord) -> Inspection:
+        """Report whether the workspace of `record` is starting, running, exited or gone."""
+        ...
+
+    def destroy(self, record: ProvisionRecord) -> None:
+        """Release the workspace of `record`; do nothing if it is already gone."""
+        ...

@@ -1,0 +1,333 @@
+"""
+`provisioner`: the operator's command line over the runner's API.
+
+    provisioner submit --type container --id ws-42 --image harnessd:latest --wait
+    provisioner status ws-42
+    provisioner events ws-42 --follow
+    provisioner list --status failed
+    provisioner retry ws-42
+    provisioner cancel ws-42
+    provisioner destroy ws-42
+
+Every error is one line on stderr and a non-zero exit code (see EXIT_* below),
+never a traceback. Values given with --env are never printed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from workflows.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidRequest,
+    InvalidTransition,
+    ProvisionError,
+    ProvisionNotFound,
+    StoreUnavailable,
+)
+from workflows.model import ProvisionRecord, ProvisionRequest, Status, Step, WorkspaceType
+from workflows.policy import DEFAULT_READY_TIMEOUT_S, validate_ready_timeout, validate_request
+
+# The command did what was asked; with --wait, the provision is ready.
+EXIT_OK = 0
+# With --wait: the provision ended failed or cancelled.
+EXIT_PROVISION_FAILED = 1
+# Invalid input: a bad option value, an empty id, a missing image.
+EXIT_INVALID = 2
+# No provision with that id.
+EXIT_NOT_FOUND = 3
+# Redis or the Docker engine cannot be reached.
+EXIT_UNAVAILABLE = 4
+# The command does not apply to the provision's status (retrying a ready one, say).
+EXIT_CONFLICT = 5
+# --wait ran out of time before the provision ended.
+EXIT_WAIT_TIMEOUT = 6
+
+# Seconds after which `submit --wait` warns that no worker took the provision.
+NO_WORKER_WARNING_S = 10.0
+DESTROY_WAIT_S = 60.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"provisioner: {message}", err=True)
+    sys.exit(code)
+
+
+def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn our errors into one line on stderr and the matching exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ProvisionNotFound as exc:
+            fail(str(exc), EXIT_NOT_FOUND)
+        except (StoreUnavailable, BackendUnavailable) as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        except (InvalidRequest, BackendError) as exc:
+            fail(str(exc), EXIT_INVALID)
+        except InvalidTransition as exc:
+            fail(str(exc), EXIT_CONFLICT)
+        except ProvisionError as exc:
+            fail(str(exc), EXIT_INVALID)
+
+    return wrapper
+
+
+def _provisioner() -> Any:
+    from workers.runner import Provisioner
+
+    provisioner = Provisioner.from_settings()
+    provisioner.store.ping()
+    return provisioner
+
+
+def _existing_id(provision_id: str) -> str:
+    if not provision_id:
+        fail("provision id must not be empty", EXIT_INVALID)
+    return provision_id
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Provision workspaces and follow them. Redis is found through REDIS_URL."""
+
+
+@main.command()
+@click.option("--type", "workspace_type", required=True, type=click.Choice([t.value for t in WorkspaceType]), help="Kind of workspace.")
+@click.option("--id", "provision_id", required=True, help="Provision id, chosen by you; any text but empty.")
+@click.option("--repo", default="", help="Git repository to branch a worktree from (worktree only).")
+@click.option("--image", default="", help="Docker image that runs harnessd (container only).")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the workspace; repeatable. Values are secret: never recorded or printed.")
+@click.option("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, show_default=True, help="Seconds harnessd may take to answer /healthz once the workspace runs.")
+@click.option("--keep-on-failure", is_flag=True, help="Keep the workspace when the provision fails, for debugging.")
+@click.option("--wait", is_flag=True, help="Wait until the provision is ready, failed or cancelled; exit 0 only if ready.")
+@click.option("--wait-timeout", type=float, default=None, help="Seconds --wait waits at most [default: ready timeout + 300].")
+@click.option("--no-preflight", is_flag=True, help="Skip the local checks of Docker, the image and the repository.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as one JSON object.")
+@_one_line_errors
+def submit(
+    workspace_type: str,
+    provision_id: str,
+    repo: str,
+    image: str,
+    env_pairs: tuple[str, ...],
+    ready_timeout: float,
+    keep_on_failure: bool,
+    wait: bool,
+    wait_timeout: float | None,
+    no_preflight: bool,
+    as_json: bool,
+) -> None:
+    """Submit a provision and print its id (or, with --json, its record)."""
+    kind = WorkspaceType(workspace_type)
+    secrets = _parse_env(env_pairs)
+    validate_ready_timeout(ready_timeout)
+    if wait_timeout is not None and wait_timeout <= 0:
+        raise InvalidRequest(f"--wait-timeout must be a positive number of seconds, got {wait_timeout}")
+    if kind is WorkspaceType.WORKTREE and repo:
+        repo = str(Path(repo).expanduser().resolve())
+
+    request = ProvisionRequest(
+        id=provision_id,
+        type=kind,
+        repo=repo,
+        image=image,
+        env_keys=tuple(sorted(secrets)),
+        ready_timeout_s=ready_timeout,
+        keep_on_failure=keep_on_failure,
+    )
+    validate_request(request)
+    if not no_preflight:
+        _preflight(request)
+
+    provisioner = _provisioner()
+    provisioner.submit(request, secrets=secrets)
+    if not wait:
+        _print_record(provisioner.get(provision_id), as_json, short=True)
+        return
+
+    if not as_json:
+        click.echo(provision_id)
+    record = _wait_with_progress(provisioner, provision_id, wait_timeout or ready_timeout + 300, show_events=not as_json)
+    _print_record(record, as_json, short=False)
+    _exit_for(record)
+
+
+@main.command()
+@click.argument("provision_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as one JSON object.")
+@_one_line_errors
+def status(provision_id: str, as_json: bool) -> None:
+    """Show the record of a provision."""
+    record = _provisioner().get(_existing_id(provision_id))
+    _print_record(record, as_json, short=False)
+
+
+@main.command(name="events")
+@click.argument("provision_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the provision is over.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@_one_line_errors
+def show_events(provision_id: str, follow: bool, as_json: bool) -> None:
+    """Show the event history of a provision."""
+    provisioner = _provisioner()
+    record = provisioner.get(_existing_id(provision_id))
+    store = provisioner.store
+    if not follow:
+        _print_events(store.events(record.id), as_json)
+        return
+    for entry in store.follow(record.id, stop=lambda: _is_over(provisioner.get(record.id))):
+        _print_events([entry], as_json)
+
+
+@main.command(name="list")
+@click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]), default=None, help="Only provisions in this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@_one_line_errors
+def list_provisions(status_filter: str | None, as_json: bool) -> None:
+    """List provisions, oldest first."""
+    records = _provisioner().list(Status(status_filter) if status_filter else None)
+    for record in records:
+        if as_json:
+            click.echo(json.dumps(record.to_json()))
+        else:
+            click.echo(f"{record.id}\t{record.type.value}\t{record.status.value}\t{record.step.value}\t{record.harness_url or '-'}")
+
+
+@main.command()
+@click.argument("provision_id")
+@_one_line_errors
+def retry(provision_id: str) -> None:
+    """Resume a failed provision from its failed step, with a fresh deadline."""
+    record = _provisioner().retry(_existing_id(provision_id))
+    click.echo(f"provision {record.id}: resumed from {record.step.value}")
+
+
+@main.command()
+@click.argument("provision_id")
+@_one_line_errors
+def cancel(provision_id: str) -> None:
+    """Stop a provision in flight and destroy what it made."""
+    provisioner = _provisioner()
+    provisioner.cancel(_existing_id(provision_id))
+    record = provisioner.wait_destroyed(provision_id, DESTROY_WAIT_S)
+    _report_destroy(record, "cancelled")
+
+
+@main.command()
+@click.argument("provision_id")
+@_one_line_errors
+def destroy(provision_id: str) -> None:
+    """Release the workspace of a provision after its run."""
+    provisioner = _provisioner()
+    provisioner.destroy(_existing_id(provision_id))
+    record = provisioner.wait_destroyed(provision_id, DESTROY_WAIT_S)
+    _report_destroy(record, "destroyed")
+
+
+def _parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            # Print only the key: the text after '=' may be a secret.
+            raise InvalidRequest(f"--env expects KEY=VALUE, got {key or '(empty)'!r} without '='" if not separator else "--env expects KEY=VALUE with a non-empty KEY")
+        secrets[key] = value
+    return secrets
+
+
+def _preflight(request: ProvisionRequest) -> None:
+    """Check from here what the worker will need, so the operator hears of it now."""
+    if request.type is WorkspaceType.WORKTREE:
+        from workers.backends.worktree import repository_root
+
+        repository_root(request.repo)
+    if request.type is WorkspaceType.CONTAINER:
+        from workers.backends import backend_for
+        from workers.backends.container import ContainerBackend
+
+        backend = backend_for(WorkspaceType.CONTAINER)
+        assert isinstance(backend, ContainerBackend)
+        backend.ping()
+        backend.require_image(request.image)
+
+
+def _wait_with_progress(provisioner: Any, provision_id: str, timeout_s: float, show_events: bool) -> ProvisionRecord:
+    started = time.monotonic()
+    warned = False
+    last_event = "0-0"
+    while True:
+        record = provisioner.get(provision_id)
+        if show_events:
+            for entry_id, fields in provisioner.store.events(provision_id, last_event if last_event != "0-0" else "-"):
+                last_event = entry_id
+                _print_events([(entry_id, fields)], as_json=False, stream=sys.stderr)
+        if _is_over(record):
+            return record
+        elapsed = time.monotonic() - started
+        if elapsed > timeout_s:
+            _print_record(record, as_json=False, short=False)
+            fail(f"provision {provision_id} still {record.status.value} after waiting {timeout_s:g}s", EXIT_WAIT_TIMEOUT)
+        if not warned and record.status is Status.PENDING and elapsed > NO_WORKER_WARNING_S:
+            click.echo(f"provisioner: no worker has started {provision_id} after {NO_WORKER_WARNING_S:g}s; is `celery -A workers worker` running?", err=True)
+            warned = True
+        provisioner.store.wait_events(provision_id, last_event if last_event != "0-0" else "$", 0.5)
+
+
+def _is_over(record: ProvisionRecord) -> bool:
+    return record.is_terminal and record.step is not Step.DESTROY
+
+
+def _exit_for(record: ProvisionRecord) -> None:
+    if record.status is not Status.READY:
+        sys.exit(EXIT_PROVISION_FAILED)
+
+
+def _report_destroy(record: ProvisionRecord, verb: str) -> None:
+    if record.step is Step.DESTROY:
+        fail(
+            f"provision {record.id} {verb}, but its workspace is still being released after {DESTROY_WAIT_S:g}s; "
+            f"see `provisioner events {record.id}`",
+            EXIT_WAIT_TIMEOUT,
+        )
+    if record.destroyed_at is None:
+        fail(f"provision {record.id} {verb}, but releasing its workspace failed: {record.last_error}", EXIT_PROVISION_FAILED)
+    click.echo(f"provision {record.id}: {verb}; workspace released")
+
+
+def _print_record(record: ProvisionRecord, as_json: bool, short: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(record.to_json()))
+        return
+    if short:
+        click.echo(record.id)
+        return
+    data = record.to_json()
+    data.pop("continuation", None)
+    width = max(len(name) for name in data)
+    for name, value in data.items():
+        if value in ("", None, [], {}):
+            continue
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+def _print_events(entries: Iterable[tuple[str, dict[str, str]]], as_json: bool, stream: Any = None) -> None:
+    for entry_id, fields in entries:
+        if as_json:
+            click.echo(json.dumps({"id": entry_id, **fields}), file=stream)
+            continue
+        details = " ".join(f"{name}={value}" for name, value in fields.items() if name not in ("event", "at", "provision_id", "type") and value != "")
+        click.echo(f"{fields.get('at', '')}  {fields.get('provision_id', '')}  {fields.get('event', '')}  {details}", file=stream)

@@ -1,0 +1,196 @@
+"""
+What each provisioning step does, as plain functions of the record and a backend.
+
+A handler makes at most one backend call or probe attempt and returns an
+`Outcome`; `workers.execution` turns the outcome into a fenced commit and the
+next Celery message. Handlers never touch Redis or Celery, so they are tested
+without either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from workers.backends.base import Backend, Inspection, RunState
+from workers.probe import ProbeResult, probe_healthz
+from workflows import events
+from workflows.model import FailureReason, ProvisionRecord, Status, Step
+from workflows.policy import (
+    PROBE_ATTEMPT_BUDGET_S,
+    RUNNING_POLL_BASE_S,
+    RUNNING_POLL_CAP_S,
+    RUNNING_TIMEOUT_S,
+    backoff_s,
+    probe_countdown_s,
+)
+from workflows.steps import next_step
+
+# Times a host-network container is made again after losing its port.
+MAX_PORT_RETRIES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Advance:
+    """The step is done: store `changes`, append `event`, and run `step` next."""
+
+    step: Step
+    changes: Mapping[str, Any]
+    event: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reschedule:
+    """Run the same step again after `countdown_s` seconds."""
+
+    countdown_s: float
+    changes: Mapping[str, Any]
+    event: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fail:
+    """End the provision as failed."""
+
+    reason: FailureReason
+    error: str
+    event_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Outcome = Advance | Reschedule | Fail
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInput:
+    """What a handler reads: the record, its backend, secrets, and the current time."""
+
+    record: ProvisionRecord
+    backend: Backend
+    now: datetime
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    probe: Callable[[str], ProbeResult] = lambda url: probe_healthz(url, PROBE_ATTEMPT_BUDGET_S)
+
+
+def subject(record: ProvisionRecord) -> str:
+    """Return "container workspace ws-42", the start of every message about a provision."""
+    return f"{record.type.value} workspace {record.id}"
+
+
+def create(given: StepInput) -> Outcome:
+    record = given.record
+    workspace = given.backend.create(record, given.secrets)
+
+    changes = {
+        "status": Status.PROVISIONING,
+        "handle": workspace.handle,
+        "harness_url": workspace.harness_url,
+        "workspace_path": workspace.workspace_path,
+        "attempts": 0,
+    }
+    after = next_step(record.type, Step.CREATE)
+    event = {"event": events.CREATED, **{name: changes[name] for name in ("handle", "harness_url", "workspace_path")}}
+    return Advance(after, changes, event)
+
+
+def wait_running(given: StepInput) -> Outcome:
+    record = given.record
+    inspection = given.backend.inspect(record)
+
+    if inspection.state is RunState.RUNNING:
+        changes = {
+            "running_at": given.now,
+            "deadline": given.now + timedelta(seconds=record.ready_timeout_s),
+            "attempts": 0,
+        }
+        return Advance(Step.PROBE_HEALTHZ, changes, {"event": events.RUNNING})
+    if inspection.state is not RunState.STARTING:
+        return _workspace_stopped(record, inspection, "while starting")
+
+    waited_s = (given.now - record.created_at).total_seconds() if record.created_at else 0.0
+    if waited_s > RUNNING_TIMEOUT_S:
+        error = f"{subject(record)}: not running after {RUNNING_TIMEOUT_S:g}s (backend still reports it starting)"
+        return Fail(FailureReason.RUNNING_TIMEOUT, error)
+    countdown = backoff_s(record.attempts, RUNNING_POLL_BASE_S, RUNNING_POLL_CAP_S)
+    return Reschedule(countdown, {"attempts": record.attempts + 1})
+
+
+def probe(given: StepInput) -> Outcome:
+    record = given.record
+    deadline = record.deadline or given.now + timedelta(seconds=record.ready_timeout_s)
+
+    inspection = given.backend.inspect(record)
+    if inspection.port_conflict and record.port_retries < MAX_PORT_RETRIES:
+        return _recreate(given, deadline)
+    if inspection.state in (RunState.EXITED, RunState.GONE):
+        return _workspace_stopped(record, inspection, f"while harnessd at {record.harness_url} was being probed")
+
+    result = given.probe(record.harness_url)
+    attempt = record.attempts + 1
+    if result.ready:
+        changes = {"ready_at": given.now, "attempts": attempt, "last_error": ""}
+        return Advance(Step.HAND_OFF, changes, {"event": events.READY, "attempt": attempt})
+
+    remaining_s = (deadline - given.now).total_seconds() - result.elapsed_s
+    if remaining_s <= 0:
+        return Fail(FailureReason.READY_TIMEOUT, _timeout_message(record, attempt, result.error), {"attempt": attempt})
+
+    changes = {"attempts": attempt, "last_error": result.error, "deadline": deadline}
+    event = None
+    if _is_milestone(attempt) or result.error != record.last_error:
+        event = {"event": events.PROBING, "attempt": attempt, "error": result.error}
+    return Reschedule(probe_countdown_s(attempt - 1, remaining_s), changes, event)
+
+
+def hand_off(given: StepInput) -> Outcome:
+    changes = {"status": Status.READY, "handed_off_at": given.now}
+    event = {
+        "event": events.PROVISIONED,
+        "harness_url": given.record.harness_url,
+        "workspace_path": given.record.workspace_path,
+    }
+    return Advance(Step.DONE, changes, event)
+
+
+def _recreate(given: StepInput, deadline: datetime) -> Outcome:
+    record = given.record
+    recreate = getattr(given.backend, "recreate")
+    workspace = recreate(record, given.secrets)
+    changes = {
+        "handle": workspace.handle,
+        "harness_url": workspace.harness_url,
+        "port_retries": record.port_retries + 1,
+        "deadline": deadline,
+    }
+    event = {"event": events.RECREATED, "harness_url": workspace.harness_url, "handle": workspace.handle}
+    return Reschedule(0.0, changes, event)
+
+
+def _workspace_stopped(record: ProvisionRecord, inspection: Inspection, when: str) -> Fail:
+    if inspection.state is RunState.GONE:
+        return Fail(FailureReason.WORKSPACE_EXITED, f"{subject(record)}: the workspace disappeared {when}")
+
+    error = f"{subject(record)}: exited with code {inspection.exit_code} {when}"
+    if inspection.log_tail:
+        error += "; last log lines:\n" + inspection.log_tail
+    return Fail(FailureReason.WORKSPACE_EXITED, error, {"exit_code": inspection.exit_code})
+
+
+def _timeout_message(record: ProvisionRecord, attempts: int, last_error: str) -> str:
+    return (
+        f"{subject(record)}: harnessd at {record.harness_url} never became ready within "
+        f"{record.ready_timeout_s:g}s ({attempts} attempts; last error: {last_error})"
+    )
+
+
+def _is_milestone(attempt: int) -> bool:
+    return attempt & (attempt - 1) == 0
+
+
+HANDLERS: dict[Step, Callable[[StepInput], Outcome]] = {
+    Step.CREATE: create,
+    Step.WAIT_RUNNING: wait_running,
+    Step.PROBE_HEALTHZ: probe,
+    Step.HAND_OFF: hand_off,
+}
