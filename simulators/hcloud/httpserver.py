@@ -42,6 +42,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
     """Serves one connection; keep-alive, because the SDK reuses a requests.Session."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, each keep-alive
+    # response would wait about 40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: SimulatorHTTPServer
 
     def do_GET(self) -> None:  # noqa: N802 - names fixed by BaseHTTPRequestHandler
@@ -55,6 +58,9 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802 - no route takes PATCH, so this yields 405 as JSON
+        self._handle("PATCH")
 
     def _handle(self, method: str) -> None:
         raw = self._read_body()
