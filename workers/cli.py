@@ -101,11 +101,24 @@ def _existing_id(provision_id: str) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def cli() -> None:
     """Provision workspaces and follow them. Redis is found through REDIS_URL."""
 
 
-@main.command()
+def main() -> None:
+    """Run the CLI; a usage error is one line on stderr with exit code 2, like every other error."""
+    try:
+        cli.main(prog_name="provisioner", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        sys.exit(EXIT_INVALID)
+    except click.ClickException as exc:
+        fail(exc.format_message(), EXIT_INVALID)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+
+
+@cli.command()
 @click.option("--type", "workspace_type", required=True, type=click.Choice([t.value for t in WorkspaceType]), help="Kind of workspace.")
 @click.option("--id", "provision_id", required=True, help="Provision id, chosen by you; any text but empty.")
 @click.option("--repo", default="", help="Git repository to branch a worktree from (worktree only).")
@@ -166,7 +179,7 @@ def submit(
     _exit_for(record)
 
 
-@main.command()
+@cli.command()
 @click.argument("provision_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as one JSON object.")
 @_one_line_errors
@@ -176,7 +189,7 @@ def status(provision_id: str, as_json: bool) -> None:
     _print_record(record, as_json, short=False)
 
 
-@main.command(name="events")
+@cli.command(name="events")
 @click.argument("provision_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the provision is over.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
@@ -193,7 +206,7 @@ def show_events(provision_id: str, follow: bool, as_json: bool) -> None:
         _print_events([entry], as_json)
 
 
-@main.command(name="list")
+@cli.command(name="list")
 @click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]), default=None, help="Only provisions in this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 @_one_line_errors
@@ -207,7 +220,7 @@ def list_provisions(status_filter: str | None, as_json: bool) -> None:
             click.echo(f"{record.id}\t{record.type.value}\t{record.status.value}\t{record.step.value}\t{record.harness_url or '-'}")
 
 
-@main.command()
+@cli.command()
 @click.argument("provision_id")
 @_one_line_errors
 def retry(provision_id: str) -> None:
@@ -216,7 +229,7 @@ def retry(provision_id: str) -> None:
     click.echo(f"provision {record.id}: resumed from {record.step.value}")
 
 
-@main.command()
+@cli.command()
 @click.argument("provision_id")
 @_one_line_errors
 def cancel(provision_id: str) -> None:
@@ -227,7 +240,7 @@ def cancel(provision_id: str) -> None:
     _report_destroy(record, "cancelled")
 
 
-@main.command()
+@cli.command()
 @click.argument("provision_id")
 @_one_line_errors
 def destroy(provision_id: str) -> None:

@@ -17,6 +17,7 @@ import re
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _UNSAFE_HOSTNAME = re.compile(r"[^a-z0-9-]+")
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
 def id_digest(provision_id: str) -> str:
@@ -38,12 +39,9 @@ def safe_name(provision_id: str, max_length: int = 64) -> str:
 
 def hostname_label(provision_id: str, max_length: int = 63) -> str:
     """Return a lower-case DNS label (letters, digits, '-'; at most 63 characters; never empty)."""
-    lowered = provision_id.lower()
-    if lowered == provision_id and _UNSAFE_HOSTNAME.fullmatch(provision_id) is None:
-        candidate = provision_id.strip("-")
-        if candidate == provision_id and 0 < len(candidate) <= max_length:
-            return candidate
-    return _reduce(_UNSAFE_HOSTNAME.sub("-", lowered), provision_id, max_length)
+    if _HOSTNAME.fullmatch(provision_id) and len(provision_id) <= max_length:
+        return provision_id
+    return _reduce(_UNSAFE_HOSTNAME.sub("-", provision_id.lower()), provision_id, max_length).replace("_", "-")
 
 
 def _is_safe(provision_id: str, max_length: int) -> bool:

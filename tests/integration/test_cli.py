@@ -1,0 +1,146 @@
+"""The `provisioner` CLI as an operator runs it: real subprocesses, exact errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import unique_id
+
+EXIT_PROVISION_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_CONFLICT = 1, 2, 3, 4, 5
+
+
+def run_cli(env: dict[str, str], *arguments: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["provisioner", *arguments], env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, message: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert result.stderr == f"provisioner: {message}\n"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("submit", "--type", "vmware", "--id", "a"), "Invalid value for '--type': 'vmware' is not one of 'local', 'worktree', 'container', 'vm'."),
+        (("submit", "--type", "local", "--id", ""), "provision id must not be empty"),
+        (("submit", "--type", "container", "--id", "a"), "container workspaces need an image: give --image IMAGE"),
+        (("submit", "--type", "worktree", "--id", "a"), "worktree workspaces need a repository: give --repo PATH"),
+        (("submit", "--type", "local", "--id", "a", "--ready-timeout", "-5"), "ready timeout must be a positive number of seconds, got -5.0"),
+        (("submit", "--type", "local", "--id", "a", "--ready-timeout", "0"), "ready timeout must be a positive number of seconds, got 0.0"),
+        (("submit", "--type", "local", "--id", "a", "--ready-timeout", "1e9"), "ready timeout of 1e+09s is longer than the maximum of 86400s; give it in seconds"),
+        (("submit", "--type", "local", "--id", "a", "--ready-timeout", "soon"), "Invalid value for '--ready-timeout': 'soon' is not a valid float."),
+        (("submit", "--type", "local", "--id", "a", "--env", "TOKEN"), "--env expects KEY=VALUE, got 'TOKEN' without '='"),
+        (("submit", "--type", "local", "--id", "a", "--env", "=value"), "--env expects KEY=VALUE with a non-empty KEY"),
+        (("submit", "--type", "local", "--id", "a", "--wait-timeout", "-1"), "--wait-timeout must be a positive number of seconds, got -1.0"),
+        (("status",), "Missing argument 'PROVISION_ID'."),
+        (("status", ""), "provision id must not be empty"),
+    ],
+)
+def test_invalid_input_is_one_line(services_env: dict[str, str], arguments: tuple[str, ...], message: str) -> None:
+    assert_one_line_error(run_cli(services_env, *arguments), EXIT_INVALID, message)
+
+
+@pytest.mark.parametrize("command", ["status", "events", "retry", "cancel", "destroy"])
+def test_unknown_id_is_not_found(services_env: dict[str, str], command: str) -> None:
+    provision_id = unique_id("missing")
+
+    assert_one_line_error(run_cli(services_env, command, provision_id), EXIT_NOT_FOUND, f"provision {provision_id!r} not found")
+
+
+def test_unreachable_redis_names_url(services_env: dict[str, str]) -> None:
+    env = services_env | {"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
+
+    result = run_cli(env, "status", "ws-1")
+
+    assert result.returncode == EXIT_UNAVAILABLE
+    assert result.stderr.startswith("provisioner: Redis at redis://:***@127.0.0.1:1/0 is unreachable (")
+    assert result.stderr.endswith("); start Redis or set REDIS_URL to one that runs\n")
+    assert "hunter2" not in result.stderr
+
+
+def test_unreachable_docker_names_url(services_env: dict[str, str], tmp_path: Path) -> None:
+    env = services_env | {"DOCKER_HOST": f"unix://{tmp_path}/docker.sock"}
+
+    result = run_cli(env, "submit", "--type", "container", "--id", unique_id(), "--image", "x:1")
+
+    assert result.returncode == EXIT_UNAVAILABLE
+    assert result.stderr.startswith(f"provisioner: Docker engine at unix://{tmp_path}/docker.sock is unreachable (")
+    assert result.stderr.endswith("); start dockerd or set DOCKER_HOST\n")
+
+
+def test_missing_image_is_named(services_env: dict[str, str], docker_client) -> None:
+    result = run_cli(services_env, "submit", "--type", "container", "--id", unique_id(), "--image", "no-such-image:1")
+
+    assert_one_line_error(
+        result, EXIT_INVALID, "image 'no-such-image:1' not found on the Docker engine at unix:///var/run/docker.sock; build or pull it first"
+    )
+
+
+def test_repo_that_is_no_repository(services_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(services_env, "submit", "--type", "worktree", "--id", unique_id(), "--repo", str(tmp_path))
+
+    assert_one_line_error(result, EXIT_INVALID, f"{tmp_path} is not a git repository")
+
+
+def test_submit_wait_json_ready(services_env: dict[str, str], worker) -> None:
+    provision_id = unique_id("cli")
+
+    result = run_cli(services_env, "submit", "--type", "local", "--id", provision_id, "--env", "TOKEN=hunter2", "--wait", "--json")
+
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["id"] == provision_id
+    assert record["status"] == "ready"
+    assert record["env_keys"] == ["TOKEN"]
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_submit_twice_is_rejected(services_env: dict[str, str], worker) -> None:
+    provision_id = unique_id("cli")
+    assert run_cli(services_env, "submit", "--type", "local", "--id", provision_id, "--wait").returncode == 0
+
+    result = run_cli(services_env, "submit", "--type", "local", "--id", provision_id)
+
+    assert_one_line_error(
+        result, EXIT_INVALID, f"provision {provision_id!r} already exists (status ready); choose another id, or destroy it and use a new one"
+    )
+
+
+def test_ready_provision_commands(services_env: dict[str, str], worker) -> None:
+    provision_id = unique_id("cli")
+    run_cli(services_env, "submit", "--type", "local", "--id", provision_id, "--wait")
+
+    retried = run_cli(services_env, "retry", provision_id)
+    cancelled = run_cli(services_env, "cancel", provision_id)
+    events = run_cli(services_env, "events", provision_id, "--json")
+    listed = run_cli(services_env, "list", "--status", "ready")
+    destroyed = run_cli(services_env, "destroy", provision_id)
+
+    assert_one_line_error(retried, EXIT_CONFLICT, f"provision {provision_id!r} is ready; only failed provisions can be retried")
+    assert_one_line_error(cancelled, EXIT_CONFLICT, f"provision {provision_id!r} is already ready; use destroy to release its workspace")
+    assert [json.loads(line)["event"] for line in events.stdout.splitlines()] == [
+        "workspace.provision_requested",
+        "workspace.created",
+        "workspace.provisioned",
+    ]
+    assert provision_id in listed.stdout
+    assert destroyed.returncode == 0
+    assert destroyed.stdout == f"provision {provision_id}: destroyed; workspace released\n"
+
+
+def test_submit_wait_failed_exits_one(services_env: dict[str, str], tmp_path: Path, worker) -> None:
+    provision_id = unique_id("cli")
+    not_a_repo = tmp_path / "plain"
+    not_a_repo.mkdir()
+
+    result = run_cli(services_env, "submit", "--type", "worktree", "--id", provision_id, "--repo", str(not_a_repo), "--no-preflight", "--wait", "--json")
+
+    assert result.returncode == EXIT_PROVISION_FAILED
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    assert record["last_error"] == f"worktree workspace {provision_id}: {not_a_repo} is not a git repository"
