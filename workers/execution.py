@@ -196,6 +196,7 @@ def _apply_failure(store: Store, record: ProvisionRecord, message: StepMessage, 
     keep = record.keep_on_failure
     after = Step.DONE if keep else Step.DESTROY
     changes = {
+        **outcome.changes,
         "status": Status.FAILED,
         "step": after,
         "failed_step": message.step,

@@ -57,6 +57,7 @@ class Fail:
     reason: FailureReason
     error: str
     event_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 Outcome = Advance | Reschedule | Fail
@@ -134,7 +135,8 @@ def probe(given: StepInput) -> Outcome:
 
     remaining_s = (deadline - given.now).total_seconds() - result.elapsed_s
     if remaining_s <= 0:
-        return Fail(FailureReason.READY_TIMEOUT, _timeout_message(record, attempt, result.error), {"attempt": attempt})
+        error = _timeout_message(record, attempt, result.error)
+        return Fail(FailureReason.READY_TIMEOUT, error, {"attempt": attempt}, {"attempts": attempt, "deadline": deadline})
 
     changes = {"attempts": attempt, "last_error": result.error, "deadline": deadline}
     event = None
