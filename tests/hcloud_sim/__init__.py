@@ -1,0 +1,1 @@
+"""Tests of hcloud-sim, the local Hetzner Cloud API simulator."""

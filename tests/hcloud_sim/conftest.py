@@ -7,7 +7,8 @@ VM process group it reported is still alive.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hcloud import Client
@@ -37,3 +38,18 @@ def client(sim: RunningSimulator) -> Client:
     hcloud_client = Client(token=TOKEN, api_endpoint=sim.endpoint, poll_interval=0.05, poll_max_retries=400)
     hcloud_client._client._retry_interval_func = lambda retries: 0
     return hcloud_client
+
+
+@pytest.fixture()
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
+    """Start simulators with custom flags for one test; stop each one afterwards."""
+    started: list[RunningSimulator] = []
+
+    def start(*args: str, module: bool = False) -> RunningSimulator:
+        running = start_simulator(tmp_path / f"sim-{len(started)}", *args, module=module)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        assert running.stop() == 0

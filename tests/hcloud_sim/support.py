@@ -83,7 +83,12 @@ class RunningSimulator:
 
         pgids = [server["pgid"] for server in self.stats()["alive_servers"] if server["pgid"]]
         self.process.send_signal(sig)
-        returncode = self.process.wait(timeout=STARTUP_TIMEOUT)
+        try:
+            returncode = self.process.wait(timeout=STARTUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
 
         alive = [pgid for pgid in pgids if group_is_alive(pgid)]
         assert alive == [], f"VM process groups still alive after the simulator stopped: {alive}"
@@ -92,6 +97,7 @@ class RunningSimulator:
 
 def start_simulator(tmp_dir: Path, *args: str, module: bool = False) -> RunningSimulator:
     """Start hcloud-sim with `args` and wait for its listening line."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     log_path = tmp_dir / "hcloud-sim.log"
     command = [sys.executable, "-m", "simulators.hcloud"] if module else ["hcloud-sim"]
     process = subprocess.Popen(
