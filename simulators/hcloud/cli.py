@@ -120,8 +120,8 @@ def serve(httpd: SimulatorHTTPServer, simulation: Simulation) -> int:
     serving = threading.Thread(target=httpd.serve_forever, name="hcloud-sim-http", daemon=True)
     serving.start()
 
-    host, port = httpd.server_address[:2]
-    shown_host = f"[{host}]" if ":" in str(host) else host
+    host, port = httpd.socket.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
     print(f"hcloud-sim listening on http://{shown_host}:{port}/v1", flush=True)
 
     try:

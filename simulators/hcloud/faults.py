@@ -3,12 +3,12 @@ Injected failures: what can go wrong, for which servers, and for how long.
 
 A fault applies globally, or to the servers picked by `name` (exact) or by a
 `label_selector`. A per-server fault wins over a global one of the same kind,
-and among faults of equal scope the one set last wins. Faults that concern a
-server's life (delays, bootstrap, crash, create error, lock, vanish) are
-checked again whenever the simulator advances that server, so they reach
-existing servers wherever the server has not passed that point yet, and every
-server created later. `rate_limit` is global only. `README.md` lists the JSON
-bodies.
+and among faults of equal scope the one set last wins. Each fault is looked up
+at the moment it matters: delays, create errors and vanishing on every tick,
+broken bootstrap and harnessd crashes when user_data starts, the others on
+each request. So a fault reaches existing servers that have not passed that
+point yet, and every server created later. `rate_limit` is global only.
+`README.md` lists the JSON bodies.
 """
 
 from __future__ import annotations

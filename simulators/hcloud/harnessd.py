@@ -10,8 +10,8 @@ Environment:
   wildcard (0.0.0.0, ::) means the server's own address.
 - `SIM_PUBLIC_IPV4`: the server's loopback address, set by the simulator.
   Any other host is rejected, so harnessd binds only to its server.
-- `SIM_HARNESSD_CRASH_AFTER`: if set, seconds after which harnessd exits
-  with status 1, as a `harnessd_crash` fault asks.
+- `SIM_HARNESSD_CRASH_AFTER`: if set (by a `harnessd_crash` fault), seconds
+  after which harnessd exits with status 1.
 
 Exit status 2 means the environment is invalid.
 """

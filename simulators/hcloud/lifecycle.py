@@ -72,7 +72,7 @@ class Lifecycle:
         return max(fault.set_at, server.created) + fault.seconds
 
     def vanish_due(self, server: Server, now: float) -> bool:
-        """Return True if a `vanish` fault says the server should be gone by `now`."""
+        """Return True if a `vanish` fault makes the server due for removal at `now`."""
         fault = self._faults.find(FaultKind.VANISH, server.name, server.labels)
         if fault is None or fault.seconds is None:
             return False
@@ -162,7 +162,13 @@ class Lifecycle:
             return
 
         assert server.user_data is not None
-        server.vm = VmProcess.start(self.vm_dir(server), server.user_data, self._user_data_env(server))
+        try:
+            server.vm = VmProcess.start(self.vm_dir(server), server.user_data, self._user_data_env(server))
+        except OSError as exc:
+            server.bootstrap = Bootstrap.FAILED
+            logger.error("Server %d (%s): cannot start user_data: %s", server.id, server.name, exc)
+            return
+
         server.bootstrap = Bootstrap.STARTED
         logger.info("Server %d (%s): user_data started, process group %d.", server.id, server.name, server.vm.pgid)
 

@@ -2,8 +2,8 @@
 Servers and actions as the simulator stores them, and their API JSON.
 
 Times are Unix seconds (float) inside the simulator and RFC 3339 strings in
-JSON. A server's `boot` and `stop` plans say which power transition is under
-way; the simulation advances them as time passes.
+JSON. A server's `boot` and `stop` plans record which power transition is under
+way, and the simulation advances them as time passes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class Bootstrap(str, Enum):
     STARTED = "started"
     # A broken_bootstrap fault stopped user_data from running during this boot.
     SKIPPED = "skipped"
+    # /bin/sh could not be started; the simulator log has the error.
+    FAILED = "failed"
 
 
 def format_time(timestamp: float | None) -> str | None:
@@ -119,7 +121,7 @@ class Server:
     image: str
     location: str
     user_data: str | None
-    # Loopback address that stands in for the public IPv4; None if IPv4 was disabled.
+    # Loopback address that serves as the public IPv4; None if IPv4 was disabled.
     ipv4: str | None
     ipv4_id: int | None
     ipv6_id: int | None

@@ -58,7 +58,7 @@ class RequestCounters:
 
 
 class Simulation:
-    """Holds every simulated resource and implements the operations of the API."""
+    """The simulated resources and the API operations on them."""
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -107,7 +107,11 @@ class Simulation:
 
     def _run_ticker(self) -> None:
         while not self._stopping.wait(TICK_SECONDS):
-            self.tick(time.time())
+            try:
+                self.tick(time.time())
+            except Exception:
+                # A bug in one transition must not stop every server from advancing.
+                logger.exception("Tick failed; servers keep advancing on the next tick.")
 
     def tick(self, now: float) -> None:
         """Apply every transition that is due at `now`, vanishing servers first."""
@@ -310,7 +314,7 @@ class Simulation:
             server.status = "starting"
             server.boot = BootPlan(now, None, action)
         else:
-            # reboot and reset keep the status `running`, as the API does.
+            # reboot and reset leave the status as it is while the server boots again.
             server.boot = BootPlan(now, None, action)
 
         logger.info("Server %d (%s): %s.", server.id, server.name, action.command)
@@ -376,6 +380,7 @@ class Simulation:
     def _remove_in_background(self, server: Server, action: Action | None, vanished: bool) -> threading.Thread:
         """Remove the server from the API now and kill its VM in a thread; return the thread."""
         del self._servers[server.id]
+        self._fail_running_actions(server, except_action=action)
         if vanished:
             self._counters.servers_vanished += 1
             logger.info("Server %d (%s): vanished without a delete request.", server.id, server.name)
@@ -389,6 +394,18 @@ class Simulation:
         self._teardowns.append(thread)
         thread.start()
         return thread
+
+    def _fail_running_actions(self, server: Server, except_action: Action | None) -> None:
+        """End the server's unfinished actions, so that clients polling them stop.
+
+        NOTE: the API documents no outcome for an action whose server is
+        deleted; `action_failed` is this simulator's choice.
+        """
+        now = time.time()
+        for action_id in server.action_ids:
+            action = self._actions.get(action_id)
+            if action is not None and action is not except_action and action.status == "running":
+                action.fail(now, "action_failed", f"server {server.id} was deleted")
 
     def _finish_removal(self, server: Server, action: Action | None) -> None:
         self._kill_vm(server)
@@ -480,7 +497,7 @@ class Simulation:
                     "first_rate_limited_at": format_time(counters.first_rate_limited_at),
                     "last_rate_limited_at": format_time(counters.last_rate_limited_at),
                 },
-                "rate_limit": {**bucket.peek().headers()},
+                "rate_limit": self._rate_limit_summary(bucket),
                 "servers": {
                     "created": counters.servers_created,
                     "deleted": counters.servers_deleted,
@@ -490,6 +507,15 @@ class Simulation:
                 "alive_servers": [self._server_summary(server) for server in servers],
                 "state_dir": str(self._state_dir),
             }
+
+    def _rate_limit_summary(self, bucket: TokenBucket) -> dict[str, Any]:
+        state = bucket.peek()
+        return {
+            "limit": state.limit,
+            "remaining": state.remaining,
+            "reset": state.reset,
+            "description": bucket.description,
+        }
 
     def _server_summary(self, server: Server) -> dict[str, Any]:
         return {

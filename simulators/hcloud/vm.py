@@ -27,7 +27,7 @@ HARNESSD_COMMAND = "harnessd"
 #: Seconds to wait for a killed process group to disappear.
 KILL_TIMEOUT_SECONDS = 5.0
 
-#: Directory that holds the `simulators` package, put on the stand-in's PYTHONPATH.
+#: Directory that contains the `simulators` package, put on the stand-in's PYTHONPATH.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -171,3 +171,9 @@ def process_is_alive(pid: int) -> bool:
         return False
     return stat[stat.rindex(")") + 2] not in ("Z", "X")
 
+
+
+def public_ip(server: BoundServer) -> str:
+    """Return the server's public IPv4 address, which the simulator makes a loopback address."""
+    assert server.public_net is not None and server.public_net.ipv4 is not None
+    return server.public_net.ipv4.ip

@@ -18,6 +18,7 @@ from .support import (
     find_alive,
     healthz_status,
     process_is_alive,
+    public_ip,
     RunningSimulator,
     wait_until,
 )
@@ -98,7 +99,7 @@ def test_rate_limit_flag_sets_bucket(start_sim: Callable[..., RunningSimulator])
     statuses = [sim.api("GET", "/servers").status_code for _ in range(3)]
 
     assert statuses == [200, 200, 429]
-    assert sim.stats()["rate_limit"]["RateLimit-Limit"] == "2"
+    assert sim.stats()["rate_limit"]["limit"] == 2
 
 
 def test_broken_bootstrap_flag(start_sim: Callable[..., RunningSimulator]) -> None:
@@ -109,7 +110,7 @@ def test_broken_bootstrap_flag(start_sim: Callable[..., RunningSimulator]) -> No
     skipped = wait_until(lambda: find_alive(sim, "never-boots")["bootstrap"] == "skipped")
 
     assert skipped
-    assert healthz_status(server.public_net.ipv4.ip) is None
+    assert healthz_status(public_ip(server)) is None
 
 
 def test_boot_delay_flag_keeps_server_booting(start_sim: Callable[..., RunningSimulator]) -> None:
@@ -130,7 +131,7 @@ def test_signal_stops_vm_processes(start_sim: Callable[..., RunningSimulator], s
         create_running_server(client, f"sig-{index}", user_data=HARNESSD_USER_DATA + "sleep 300\n")
         for index in range(2)
     ]
-    addresses = [server.public_net.ipv4.ip for server in servers]
+    addresses = [public_ip(server) for server in servers]
     assert wait_until(lambda: all(healthz_status(ip) == 200 for ip in addresses))
     pgids = [entry["pgid"] for entry in sim.stats()["alive_servers"]]
 

@@ -17,6 +17,7 @@ from .support import (
     create_server,
     find_alive,
     healthz_status,
+    public_ip,
     wait_until,
 )
 
@@ -37,7 +38,7 @@ def test_slow_boot_for_one_server(client: Client, sim: RunningSimulator) -> None
 def test_slow_bootstrap_delays_harnessd(client: Client, sim: RunningSimulator) -> None:
     sim.add_fault(kind="bootstrap_delay", seconds=60)
     server = create_running_server(client, "slow-boot-strap", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
 
     time.sleep(0.3)
     pending = find_alive(sim, "slow-boot-strap")
@@ -54,19 +55,19 @@ def test_broken_bootstrap_by_label(client: Client, sim: RunningSimulator) -> Non
     broken = create_running_server(client, "boot-broken", labels={"bootstrap": "broken"}, user_data=HARNESSD_USER_DATA)
     healthy = create_running_server(client, "boot-fine", user_data=HARNESSD_USER_DATA)
 
-    healthy_up = wait_until(lambda: healthz_status(healthy.public_net.ipv4.ip) == 200)
+    healthy_up = wait_until(lambda: healthz_status(public_ip(healthy)) == 200)
     skipped = wait_until(lambda: find_alive(sim, "boot-broken")["bootstrap"] == "skipped")
 
     assert healthy_up
     assert skipped
     assert broken.status == "running"
-    assert healthz_status(broken.public_net.ipv4.ip) is None
+    assert healthz_status(public_ip(broken)) is None
 
 
 def test_harnessd_crashes_after_delay(client: Client, sim: RunningSimulator) -> None:
     sim.add_fault(kind="harnessd_crash", after_seconds=0.8, name="crashy")
     server = create_running_server(client, "crashy", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
 
     came_up = wait_until(lambda: healthz_status(ip) == 200)
     went_down = wait_until(lambda: healthz_status(ip) is None)
@@ -173,7 +174,7 @@ def test_uniqueness_error_on_free_name(client: Client, sim: RunningSimulator) ->
 
 def test_vanish_endpoint_removes_server(client: Client, sim: RunningSimulator) -> None:
     server = create_running_server(client, "gone-soon", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
     wait_until(lambda: healthz_status(ip) == 200)
 
     response = sim.admin("POST", f"/servers/{server.id}/vanish")
@@ -191,12 +192,12 @@ def test_vanish_endpoint_removes_server(client: Client, sim: RunningSimulator) -
 def test_vanish_fault_after_delay(client: Client, sim: RunningSimulator) -> None:
     sim.add_fault(kind="vanish", after_seconds=0.5, label_selector="fate=vanish")
     doomed = create_server(client, "fade", labels={"fate": "vanish"}, start_after_create=False)
-    kept = create_server(client, "stay", start_after_create=False)
+    survivor = create_server(client, "stay", start_after_create=False)
 
-    gone = wait_until(lambda: client.servers.get_by_name("fade") is None)
+    vanished = wait_until(lambda: client.servers.get_by_name("fade") is None)
 
-    assert gone
-    assert client.servers.get_by_id(kept.id).name == "stay"
+    assert vanished
+    assert client.servers.get_by_id(survivor.id).name == "stay"
     assert sim.api("GET", f"/servers/{doomed.id}").status_code == 404
 
 
@@ -238,3 +239,14 @@ def test_faults_are_listed_and_removed(sim: RunningSimulator) -> None:
     assert removed.status_code == 200
     assert [fault["kind"] for fault in remaining] == ["boot_delay"]
     assert cleared == {"removed": 1}
+
+
+def test_vanish_during_boot_fails_create_action(client: Client, sim: RunningSimulator) -> None:
+    sim.add_fault(kind="boot_delay", seconds=60, name="half-born")
+    response = client.servers.create(name="half-born", server_type=ServerType(name="cx22"), image=Image(name="debian-12"))
+
+    sim.admin("POST", f"/servers/{response.server.id}/vanish")
+
+    with pytest.raises(ActionFailedException) as caught:
+        response.action.wait_until_finished()
+    assert caught.value.action.error["code"] == "action_failed"

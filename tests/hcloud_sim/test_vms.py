@@ -14,13 +14,14 @@ from .support import (
     find_alive,
     healthz_status,
     process_is_alive,
+    public_ip,
     wait_until,
 )
 
 
 def test_healthz_serves_on_server_address(client: Client) -> None:
     server = create_running_server(client, "vm-health", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
 
     ready = wait_until(lambda: healthz_status(ip) == 200)
     response = httpx.get(f"http://{ip}:8080/healthz", trust_env=False)
@@ -32,7 +33,7 @@ def test_healthz_serves_on_server_address(client: Client) -> None:
 
 def test_harnessd_rejects_other_paths(client: Client) -> None:
     server = create_running_server(client, "vm-404", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
     wait_until(lambda: healthz_status(ip) == 200)
 
     response = httpx.get(f"http://{ip}:8080/other", trust_env=False)
@@ -43,8 +44,8 @@ def test_harnessd_rejects_other_paths(client: Client) -> None:
 def test_harnessd_binds_only_its_server(client: Client) -> None:
     first = create_running_server(client, "vm-one", user_data=HARNESSD_USER_DATA)
     second = create_running_server(client, "vm-two", start_after_create=True)
-    first_ip = first.public_net.ipv4.ip
-    second_ip = second.public_net.ipv4.ip
+    first_ip = public_ip(first)
+    second_ip = public_ip(second)
     wait_until(lambda: healthz_status(first_ip) == 200)
 
     assert first_ip != second_ip
@@ -55,7 +56,7 @@ def test_harnessd_binds_only_its_server(client: Client) -> None:
 def test_servers_get_consecutive_addresses(client: Client) -> None:
     servers = [create_running_server(client, f"vm-ip-{index}") for index in range(3)]
 
-    addresses = [server.public_net.ipv4.ip for server in servers]
+    addresses = [public_ip(server) for server in servers]
 
     assert addresses == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -72,7 +73,7 @@ def test_user_data_sees_its_environment(client: Client, sim: RunningSimulator) -
     ip, harnessd_path = env_file.read_text().split()
 
     assert written
-    assert ip == server.public_net.ipv4.ip
+    assert ip == public_ip(server)
     assert harnessd_path.endswith("/harnessd")
 
 
@@ -89,7 +90,7 @@ def test_user_data_output_goes_to_log(client: Client, sim: RunningSimulator) -> 
 
 def test_delete_stops_harnessd(client: Client, sim: RunningSimulator) -> None:
     server = create_running_server(client, "vm-del", user_data=HARNESSD_USER_DATA + "sleep 300\n")
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
     wait_until(lambda: healthz_status(ip) == 200)
     entry = find_alive(sim, "vm-del")
     assert entry is not None and entry["pgid"] is not None
@@ -102,20 +103,20 @@ def test_delete_stops_harnessd(client: Client, sim: RunningSimulator) -> None:
 
 def test_deleted_address_is_reused(client: Client) -> None:
     first = create_running_server(client, "vm-reuse-1", user_data=HARNESSD_USER_DATA)
-    ip = first.public_net.ipv4.ip
+    ip = public_ip(first)
     wait_until(lambda: healthz_status(ip) == 200)
 
     client.servers.delete(first).wait_until_finished()
     second = create_running_server(client, "vm-reuse-2", user_data=HARNESSD_USER_DATA)
     back = wait_until(lambda: healthz_status(ip) == 200)
 
-    assert second.public_net.ipv4.ip == ip
+    assert public_ip(second) == ip
     assert back
 
 
 def test_power_off_stops_and_power_on_restarts(client: Client) -> None:
     server = create_running_server(client, "vm-cycle", user_data=HARNESSD_USER_DATA)
-    ip = server.public_net.ipv4.ip
+    ip = public_ip(server)
     wait_until(lambda: healthz_status(ip) == 200)
 
     client.servers.power_off(server).wait_until_finished()
