@@ -65,7 +65,7 @@ def test_broken_bootstrap_by_label(client: Client, sim: RunningSimulator) -> Non
 
 
 def test_harnessd_crashes_after_delay(client: Client, sim: RunningSimulator) -> None:
-    sim.add_fault(kind="harnessd_crash", after_seconds=0.8, name="crashy")
+    sim.add_fault(kind="harnessd_crash", after_seconds=1.5, name="crashy")
     server = create_running_server(client, "crashy", user_data=HARNESSD_USER_DATA)
     ip = public_ip(server)
 
@@ -102,7 +102,7 @@ def test_create_action_error_reaches_booting_server(client: Client, sim: Running
 
 
 def test_locked_server_rejects_changes(client: Client, sim: RunningSimulator) -> None:
-    sim.add_fault(kind="locked", seconds=1.0, name="held")
+    sim.add_fault(kind="locked", seconds=2.0, name="held")
     server = create_running_server(client, "held")
 
     with pytest.raises(APIException) as caught:
