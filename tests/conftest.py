@@ -18,6 +18,7 @@ import pytest
 import requests.exceptions
 
 from simulators.harnessd_image import build_image
+from tests import network_guard  # noqa: F401 - installs the loopback-only guard in this process
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -122,7 +122,9 @@ def main() -> None:
 @click.option("--type", "workspace_type", required=True, type=click.Choice([t.value for t in WorkspaceType]), help="Kind of workspace.")
 @click.option("--id", "provision_id", required=True, help="Provision id, chosen by you; any text but empty.")
 @click.option("--repo", default="", help="Git repository to branch a worktree from (worktree only).")
-@click.option("--image", default="", help="Docker image that runs harnessd (container only).")
+@click.option("--image", default="", help="Docker image that runs harnessd (container), or Hetzner image name (vm; default PROVISIONER_VM_IMAGE).")
+@click.option("--server-type", default="", help="Hetzner server type, e.g. cx22 (vm only; default PROVISIONER_VM_SERVER_TYPE).")
+@click.option("--location", default="", help="Hetzner location, e.g. fsn1 (vm only; default PROVISIONER_VM_LOCATION).")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the workspace; repeatable. Values are secret: never recorded or printed.")
 @click.option("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, show_default=True, help="Seconds harnessd may take to answer /healthz once the workspace runs.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace when the provision fails, for debugging.")
@@ -136,6 +138,8 @@ def submit(
     provision_id: str,
     repo: str,
     image: str,
+    server_type: str,
+    location: str,
     env_pairs: tuple[str, ...],
     ready_timeout: float,
     keep_on_failure: bool,
@@ -161,6 +165,7 @@ def submit(
         env_keys=tuple(sorted(secrets)),
         ready_timeout_s=ready_timeout,
         keep_on_failure=keep_on_failure,
+        options=_vm_options(kind, server_type, location),
     )
     validate_request(request)
     if not no_preflight:
@@ -249,6 +254,36 @@ def destroy(provision_id: str) -> None:
     provisioner.destroy(_existing_id(provision_id))
     record = provisioner.wait_destroyed(provision_id, DESTROY_WAIT_S)
     _report_destroy(record, "destroyed")
+
+
+@cli.command()
+@click.option("--delete", "delete_servers", is_flag=True, help="Delete the leaked servers instead of only listing them.")
+@_one_line_errors
+def gc(delete_servers: bool) -> None:
+    """List Hetzner servers with our label whose provision is over or unknown; --delete removes them."""
+    from workers.backends import backend_for
+    from workers.backends.vm import VmBackend, provision_label
+
+    provisioner = _provisioner()
+    live = {provision_label(record.id) for record in provisioner.list() if provisioner.owns_workspace(record)}
+    backend = backend_for(WorkspaceType.VM)
+    assert isinstance(backend, VmBackend)
+
+    leaked = backend.leaked_servers(lambda label: label in live)
+    for server in leaked:
+        click.echo(f"{server.id}\t{server.name}\t{server.status}\t{server.created.isoformat() if server.created else '-'}")
+        if delete_servers:
+            backend.delete_server(server)
+    verb = "deleted" if delete_servers else "found"
+    click.echo(f"{verb} {len(leaked)} leaked server(s)" + ("" if delete_servers or not leaked else "; run with --delete to remove them"), err=True)
+
+
+def _vm_options(kind: WorkspaceType, server_type: str, location: str) -> dict[str, str]:
+    if kind is not WorkspaceType.VM:
+        if server_type or location:
+            raise InvalidRequest("--server-type and --location apply to vm workspaces only")
+        return {}
+    return {name: value for name, value in (("server_type", server_type), ("location", location)) if value}
 
 
 def _parse_env(pairs: Iterable[str]) -> dict[str, str]:

@@ -15,10 +15,14 @@ Retry policy, in one place:
 
 * probe_healthz: not ready -> again after 0.1, 0.2, 0.4, then at most 0.5 s
   (jittered), until the readiness deadline; see `workflows.policy`.
-* wait_running: starting -> again after 0.1 s doubling to 2 s, for at most
-  `RUNNING_TIMEOUT_S`.
-* BackendUnavailable (Docker engine or Hetzner API unreachable) -> the same step
-  again after 1, 2, 4, 8, 16 s; the sixth error in a row fails the provision.
+* wait_running: starting -> again after a countdown doubling from the
+  backend's `running_poll_base_s` to its `running_poll_cap_s` (containers 0.1 to
+  2 s, VMs 0.5 to 3 s), for at most its `running_timeout_s` (60 s, 300 s).
+* BackendUnavailable (Docker engine or Hetzner API unreachable, locked, 5xx) ->
+  the same step again after 1, 2, 4, 8, 16 s; the sixth error in a row fails the
+  provision.
+* RateLimited (Hetzner's request budget used up) -> the same step again when
+  the budget allows; this never fails a provision by itself.
 * a step that started `MAX_STEP_STARTS` times without finishing killed its
   worker each time: the provision fails with reason worker_lost.
 * any other error fails the provision at once.
@@ -39,12 +43,15 @@ from workers import handlers
 from workers.backends import backend_for
 from workers.handlers import Advance, Fail, Outcome, Reschedule, StepInput
 from workflows import events
-from workflows.errors import BackendError, ProvisionNotFound, is_transient
+from workflows.errors import BackendError, ProvisionNotFound, RateLimited, is_transient
 from workflows.model import FailureReason, ProvisionRecord, Status, Step, utc_now
 from workflows.policy import LEASE_TTL_S, MAX_STEP_STARTS, MAX_TRANSIENT_RETRIES, backoff_s
 from workflows.store import Store
 
 logger = get_task_logger(__name__)
+
+# Countdown between two checks that a workspace being deleted (a Hetzner server) is gone.
+DESTROY_POLL_S = 1.0
 
 # Sends the message of `step` for a provision: (step, provision_id, fence, countdown_s).
 Enqueue = Callable[[Step, str, int, float], None]
@@ -140,6 +147,9 @@ def _outcome(store: Store, record: ProvisionRecord, step: Step, send_continuatio
 
 
 def _backend_failure(record: ProvisionRecord, step: Step, exc: BackendError) -> Outcome:
+    if isinstance(exc, RateLimited):
+        logger.info("Provision %s: %s waits %.1fs for the API rate limit", record.id, step.value, exc.retry_after_s)
+        return Reschedule(exc.retry_after_s, {"last_error": str(exc)})
     if is_transient(exc) and record.transient_errors < MAX_TRANSIENT_RETRIES:
         countdown = backoff_s(record.transient_errors, 1.0, 16.0, jitter=lambda: 1.0)
         logger.warning("Provision %s: %s failed (%s); retrying in %.0fs", record.id, step.value, exc, countdown)
@@ -148,7 +158,8 @@ def _backend_failure(record: ProvisionRecord, step: Step, exc: BackendError) -> 
 
 
 def _destroy(store: Store, record: ProvisionRecord) -> Outcome:
-    backend_for(record.type).destroy(record)
+    if not backend_for(record.type).destroy(record):
+        return Reschedule(DESTROY_POLL_S, {})
     if record.status is not Status.FAILED:
         # A failed provision keeps its secrets so that `provisioner retry` can make the workspace again.
         store.delete_secrets(record.id)

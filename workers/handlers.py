@@ -18,14 +18,7 @@ from workers.backends.base import Backend, Inspection, RunState
 from workers.probe import ProbeResult, probe_healthz
 from workflows import events
 from workflows.model import FailureReason, ProvisionRecord, Status, Step
-from workflows.policy import (
-    PROBE_ATTEMPT_BUDGET_S,
-    RUNNING_POLL_BASE_S,
-    RUNNING_POLL_CAP_S,
-    RUNNING_TIMEOUT_S,
-    backoff_s,
-    probe_countdown_s,
-)
+from workflows.policy import PROBE_ATTEMPT_BUDGET_S, backoff_s, probe_countdown_s
 from workflows.steps import next_step
 
 # Times a host-network container is made again after losing its port.
@@ -109,11 +102,12 @@ def wait_running(given: StepInput) -> Outcome:
     if inspection.state is not RunState.STARTING:
         return _workspace_stopped(record, inspection, "while starting")
 
+    backend = given.backend
     waited_s = (given.now - record.created_at).total_seconds() if record.created_at else 0.0
-    if waited_s > RUNNING_TIMEOUT_S:
-        error = f"{subject(record)}: not running after {RUNNING_TIMEOUT_S:g}s (backend still reports it starting)"
+    if waited_s > backend.running_timeout_s:
+        error = f"{subject(record)}: not running after {backend.running_timeout_s:g}s (the backend still reports it starting)"
         return Fail(FailureReason.RUNNING_TIMEOUT, error)
-    countdown = backoff_s(record.attempts, RUNNING_POLL_BASE_S, RUNNING_POLL_CAP_S)
+    countdown = backoff_s(record.attempts, backend.running_poll_base_s, backend.running_poll_cap_s)
     return Reschedule(countdown, {"attempts": record.attempts + 1})
 
 
@@ -121,7 +115,7 @@ def probe(given: StepInput) -> Outcome:
     record = given.record
     deadline = record.deadline or given.now + timedelta(seconds=record.ready_timeout_s)
 
-    inspection = given.backend.inspect(record)
+    inspection = given.backend.inspect_while_probing(record)
     if inspection.port_conflict and record.port_retries < MAX_PORT_RETRIES:
         return _recreate(given, deadline)
     if inspection.state in (RunState.EXITED, RunState.GONE):
@@ -172,6 +166,8 @@ def _recreate(given: StepInput, deadline: datetime) -> Outcome:
 def _workspace_stopped(record: ProvisionRecord, inspection: Inspection, when: str) -> Fail:
     if inspection.state is RunState.GONE:
         return Fail(FailureReason.WORKSPACE_EXITED, f"{subject(record)}: the workspace disappeared {when}")
+    if inspection.exit_code is None:
+        return Fail(FailureReason.WORKSPACE_EXITED, f"{subject(record)}: stopped {when}: {inspection.log_tail}")
 
     error = f"{subject(record)}: exited with code {inspection.exit_code} {when}"
     if inspection.log_tail:

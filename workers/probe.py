@@ -7,13 +7,14 @@ protects the worker from whatever listens on the port:
 * the whole attempt (connect, request, headers, body) has one wall-clock budget,
   enforced by cancelling it, so a server that hangs or drips a byte a second
   cannot hold the worker past the budget;
-* at most `max_body_bytes` of the body are read, so a huge body costs nothing;
+* at most `max_body_bytes` of the body are read, so a huge body costs nothing,
+  and a gzip or deflate body is inflated to at most that size too;
 * redirects are not followed, so a 3xx to some other place that answers 200 is
   not ready;
 * proxy settings in the environment (HTTP_PROXY, ALL_PROXY, ...) are ignored, so
   the probe reaches the workspace itself and not a proxy that answers for it;
 * a 200 whose JSON body reports a status other than ok ({"status": "starting"})
-  is not ready.
+  is not ready, even when the body is cut at `max_body_bytes`.
 
 The result's `error` is a short phrase ("connection refused", "HTTP 503",
 "timed out after 3.0s") that goes into the record, the events and the final
@@ -27,8 +28,10 @@ import dataclasses
 import enum
 import functools
 import json
+import re
 import ssl
 import time
+import zlib
 
 import httpx
 
@@ -36,6 +39,10 @@ from workflows.policy import PROBE_ATTEMPT_BUDGET_S, PROBE_MAX_BODY_BYTES
 
 # Values of a JSON "status" field that a healthy harnessd may report.
 _HEALTHY_STATUSES = frozenset({"ok", "pass", "ready", "healthy", "up", "serving"})
+# Finds the status field in a body too long to parse whole.
+_STATUS_FIELD = re.compile(rb'"status"\s*:\s*"([^"]{0,100})"')
+# zlib window bits that accept both gzip and zlib (deflate) headers.
+_GZIP_OR_ZLIB = 47
 
 
 class ProbeErrorKind(str, enum.Enum):
@@ -91,8 +98,9 @@ async def _attempt(url: str, budget_s: float, max_body_bytes: int) -> ProbeResul
         trust_env=False, follow_redirects=False, timeout=timeout, verify=_tls_context()
     ) as client:
         try:
-            async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
-                body = await _read_capped(response, max_body_bytes)
+            headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+            async with client.stream("GET", url, headers=headers) as response:
+                body = _inflate(response, await _read_capped(response, max_body_bytes), max_body_bytes)
                 return _judge(response, body)
         except httpx.ConnectError as exc:
             return _connect_failure(exc)
@@ -109,6 +117,17 @@ async def _read_capped(response: httpx.Response, max_body_bytes: int) -> bytes:
         if len(body) >= max_body_bytes:
             break
     return bytes(body)
+
+
+def _inflate(response: httpx.Response, body: bytes, max_body_bytes: int) -> bytes:
+    """Return the body decoded from gzip or deflate, at most `max_body_bytes` of it; other bodies unchanged."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        return body
+    try:
+        return zlib.decompressobj(_GZIP_OR_ZLIB).decompress(body, max_body_bytes)
+    except zlib.error:
+        return b""
 
 
 def _judge(response: httpx.Response, body: bytes) -> ProbeResult:
@@ -130,7 +149,8 @@ def _reported_status(body: bytes) -> str | None:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
+        match = _STATUS_FIELD.search(body)
+        return match.group(1).decode("utf-8", "replace") if match else None
     if isinstance(document, dict) and isinstance(document.get("status"), str):
         return document["status"]
     return None

@@ -103,6 +103,14 @@ class Provisioner:
                 records.append(record)
         return records
 
+    def owns_workspace(self, record: ProvisionRecord) -> bool:
+        """Return True while a provision may still use its workspace, so garbage collection must spare it."""
+        if record.step is not Step.DONE:
+            return True
+        if record.destroyed_at is not None:
+            return False
+        return record.status is Status.READY or record.keep_on_failure
+
     def wait(self, provision_id: str, timeout_s: float | None = None) -> ProvisionRecord:
         """
         Block until the provision is ready, failed or cancelled; return its record.

@@ -7,7 +7,8 @@ The provisioner's errors, in one tree.
     ├── InvalidTransition       the command does not apply to the provision's current status
     ├── StoreUnavailable        Redis cannot be reached
     └── BackendError            a backend (Docker, git, file system, Hetzner) failed
-        ├── BackendUnavailable  the backend's service cannot be reached; transient
+        ├── BackendUnavailable  the backend's service cannot be reached or is busy; transient
+        ├── RateLimited         the backend's request budget is used up; wait, then go on
         └── WorkspaceExited     the workspace died while it was starting or being probed
 
 `is_transient` decides which backend errors a step retries; every other error
@@ -53,6 +54,17 @@ class BackendUnavailable(BackendError):
     """The backend's service (Docker engine, Hetzner API) cannot be reached right now."""
 
 
+class RateLimited(BackendError):
+    """The backend's API request budget is used up until `retry_after_s` seconds from now."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s)
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class WorkspaceExited(BackendError):
     """The workspace stopped while it was starting or being probed."""
 
@@ -67,4 +79,4 @@ class WorkspaceExited(BackendError):
 
 def is_transient(error: BaseException) -> bool:
     """Return True if a step should retry after `error` instead of failing the provision."""
-    return isinstance(error, BackendUnavailable)
+    return isinstance(error, (BackendUnavailable, RateLimited))

@@ -29,11 +29,6 @@ PROBE_MAX_BODY_BYTES = 4096
 PROBE_BASE_S = 0.1
 PROBE_CAP_S = 0.5
 
-# How long a container may take to report State.Running, and how often it is checked.
-RUNNING_TIMEOUT_S = 60.0
-RUNNING_POLL_BASE_S = 0.1
-RUNNING_POLL_CAP_S = 2.0
-
 # A step's lease: how long a silent worker keeps other copies of its step out.
 LEASE_TTL_S = 15.0
 # A step that started this many times without finishing is killing its worker.

@@ -1,11 +1,12 @@
 """
-Fixtures that start real components: a private redis-server, Celery workers, the Docker engine.
+Fixtures that start real components: a private redis-server, Celery workers, hcloud-sim.
 
 Every test session gets its own `redis-server` on a free loopback port, so the
 tests share no queue with a worker or demo running elsewhere on the machine.
 Workers are real `celery worker` subprocesses; tests stop them with SIGTERM or
-kill them with SIGKILL. Outside CI, tests that need Docker are skipped when no
-engine answers; in CI (CI=true) they fail instead, because none may be skipped.
+kill them with SIGKILL. Each worker loads the loopback-only network guard and
+the crash points (`crash_points`), and points HCLOUD_ENDPOINT at the session's
+Hetzner simulator. The Docker fixtures live in the root conftest.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.hcloud_sim.support import TOKEN as HCLOUD_TOKEN
+from tests.hcloud_sim.support import RunningSimulator, start_simulator
 from workers.app import app
 from workers.runner import Provisioner
 from workflows.model import ProvisionRecord
 from workflows.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-HARNESS_IMAGE = "workspace-provisioner/harnessd-sim:latest"
 CONTAINER_LABEL = "workspace-provisioner.provision"
 
 
@@ -92,6 +93,9 @@ def _answers(client: redis.Redis) -> bool:
         return False
 
 
+WORKER_PLUGINS = ("tests.network_guard", "tests.integration.handoff_recorder", "tests.integration.crash_points")
+
+
 class Worker:
     """A `celery worker` subprocess in its own process group, with its log in a file."""
 
@@ -107,7 +111,7 @@ class Worker:
         command = [
             sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-n", name,
             "-c", str(self.concurrency), "--without-mingle", "--without-gossip",
-            "--include", ",".join(("tests.integration.handoff_recorder", *self.includes)),
+            "--include", ",".join((*WORKER_PLUGINS, *self.includes)),
         ]
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -147,7 +151,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
-def services_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def hcloud_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
+    """One Hetzner simulator for the session; servers boot in 1 s and start harnessd 0.5 s later."""
+    running = start_simulator(tmp_path_factory.mktemp("hcloud-sim"), "--boot-delay", "1", "--bootstrap-delay", "0.5")
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def services_env(redis_server: RedisServer, hcloud_sim: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for workers and CLI calls of this session; also points this process's app at it."""
     home = tmp_path_factory.mktemp("provisioner-home")
     env = {
@@ -159,6 +171,8 @@ def services_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFac
         "PROVISIONER_CONTAINER_NETWORK": "host",
         "PROVISIONER_RECONCILE_INTERVAL": "1",
         "PYTHONPATH": str(REPO_ROOT),
+        "HCLOUD_ENDPOINT": hcloud_sim.endpoint,
+        "HCLOUD_TOKEN": HCLOUD_TOKEN,
     }
     app.conf.broker_url = redis_server.url
     return env
@@ -179,8 +193,9 @@ def start_worker(services_env: dict[str, str], tmp_path: Path) -> Iterator:  # t
     """Return a function that starts a worker; every worker started is stopped after the test."""
     workers: list[Worker] = []
 
-    def start(concurrency: int = 2, includes: tuple[str, ...] = ()) -> Worker:
-        worker = Worker(services_env, tmp_path / f"worker-{len(workers)}.log", concurrency, includes).start()
+    def start(concurrency: int = 2, includes: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Worker:
+        worker_env = services_env | (env or {})
+        worker = Worker(worker_env, tmp_path / f"worker-{len(workers)}.log", concurrency, includes).start()
         workers.append(worker)
         return worker
 
@@ -192,27 +207,6 @@ def start_worker(services_env: dict[str, str], tmp_path: Path) -> Iterator:  # t
 @pytest.fixture
 def worker(start_worker) -> Worker:  # type: ignore[no-untyped-def]
     return start_worker()
-
-
-@pytest.fixture(scope="session")
-def docker_client():  # type: ignore[no-untyped-def]
-    import docker
-
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as exc:  # any failure means no usable engine
-        if IN_CI:
-            pytest.fail(f"no Docker engine answers ({exc}); scripts/ensure-services.sh should have started one")
-        pytest.skip(f"no Docker engine answers ({exc})")
-    return client
-
-
-@pytest.fixture(scope="session")
-def harness_image(docker_client) -> str:  # type: ignore[no-untyped-def]
-    from simulators.harnessd_image import build_image
-
-    return build_image(docker_client, HARNESS_IMAGE)
 
 
 def containers_of(docker_client, provision_id: str) -> list:  # type: ignore[no-untyped-def]

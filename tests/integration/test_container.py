@@ -29,9 +29,9 @@ def _request(provision_id: str, image: str, ready_timeout_s: float = 30.0) -> Pr
     return ProvisionRequest(id=provision_id, type=WorkspaceType.CONTAINER, image=image, ready_timeout_s=ready_timeout_s)
 
 
-def test_container_never_ready_times_out(provisioner: Provisioner, store: Store, harness_image, docker_client, worker) -> None:
+def test_container_never_ready_times_out(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("never")
-    request = _request(provision_id, harness_image, ready_timeout_s=3)
+    request = _request(provision_id, harnessd_image, ready_timeout_s=3)
 
     started = time.monotonic()
     provisioner.submit(request, secrets={"HARNESSD_MODE": "never"})
@@ -54,11 +54,11 @@ def test_container_never_ready_times_out(provisioner: Provisioner, store: Store,
     assert names[-1] == events.DESTROYED
 
 
-def test_container_slow_boot_becomes_ready(provisioner: Provisioner, store: Store, harness_image, docker_client, worker) -> None:
+def test_container_slow_boot_becomes_ready(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("slow")
 
     provisioner.submit(
-        _request(provision_id, harness_image),
+        _request(provision_id, harnessd_image),
         secrets={"HARNESSD_BOOT_DELAY": "3", "API_TOKEN": "s3cret-value"},
         continuation=record_hand_off.s(),
     )
@@ -73,10 +73,10 @@ def test_container_slow_boot_becomes_ready(provisioner: Provisioner, store: Stor
     assert len(containers_of(docker_client, provision_id)) == 1
 
 
-def test_secret_values_stay_out_of_record_and_events(provisioner: Provisioner, store: Store, harness_image, worker) -> None:
+def test_secret_values_stay_out_of_record_and_events(provisioner: Provisioner, store: Store, harnessd_image, worker) -> None:
     provision_id = unique_id("secret")
 
-    provisioner.submit(_request(provision_id, harness_image), secrets={"API_TOKEN": "s3cret-value"})
+    provisioner.submit(_request(provision_id, harnessd_image), secrets={"API_TOKEN": "s3cret-value"})
     wait_terminal(provisioner, provision_id, 40)
 
     raw_record = store.client.hgetall(store.record_key(provision_id))
@@ -86,11 +86,11 @@ def test_secret_values_stay_out_of_record_and_events(provisioner: Provisioner, s
     assert json.loads(raw_record["env_keys"]) == ["API_TOKEN"]
 
 
-def test_container_exit_fails_fast(provisioner: Provisioner, store: Store, harness_image, docker_client, worker) -> None:
+def test_container_exit_fails_fast(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("exit")
 
     started = time.monotonic()
-    provisioner.submit(_request(provision_id, harness_image, ready_timeout_s=60), secrets={"HARNESSD_MODE": "exit", "HARNESSD_EXIT_CODE": "3", "HARNESSD_BOOT_DELAY": "1"})
+    provisioner.submit(_request(provision_id, harnessd_image, ready_timeout_s=60), secrets={"HARNESSD_MODE": "exit", "HARNESSD_EXIT_CODE": "3", "HARNESSD_BOOT_DELAY": "1"})
     record = provisioner.wait(provision_id, timeout_s=60)
 
     assert record.status is Status.FAILED
@@ -103,9 +103,9 @@ def test_container_exit_fails_fast(provisioner: Provisioner, store: Store, harne
     assert containers_of(docker_client, provision_id) == []
 
 
-def test_keep_on_failure_keeps_container(provisioner: Provisioner, harness_image, docker_client, worker) -> None:
+def test_keep_on_failure_keeps_container(provisioner: Provisioner, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("keep")
-    request = ProvisionRequest(id=provision_id, type=WorkspaceType.CONTAINER, image=harness_image, ready_timeout_s=1, keep_on_failure=True)
+    request = ProvisionRequest(id=provision_id, type=WorkspaceType.CONTAINER, image=harnessd_image, ready_timeout_s=1, keep_on_failure=True)
 
     provisioner.submit(request, secrets={"HARNESSD_MODE": "never"})
     record = wait_terminal(provisioner, provision_id, 30)
@@ -117,11 +117,11 @@ def test_keep_on_failure_keeps_container(provisioner: Provisioner, harness_image
     assert containers_of(docker_client, provision_id) == []
 
 
-def test_duplicated_messages_make_one_container(provisioner: Provisioner, store: Store, harness_image, docker_client, start_worker) -> None:
+def test_duplicated_messages_make_one_container(provisioner: Provisioner, store: Store, harnessd_image, docker_client, start_worker) -> None:
     start_worker(concurrency=4, includes=("tests.integration.duplicate_messages",))
     provision_id = unique_id("dup")
 
-    provisioner.submit(_request(provision_id, harness_image), secrets={"HARNESSD_BOOT_DELAY": "2"}, continuation=record_hand_off.s())
+    provisioner.submit(_request(provision_id, harnessd_image), secrets={"HARNESSD_BOOT_DELAY": "2"}, continuation=record_hand_off.s())
     record = wait_terminal(provisioner, provision_id, 40)
     time.sleep(1)  # let the late copies of the last messages arrive and be dropped
 
@@ -133,9 +133,9 @@ def test_duplicated_messages_make_one_container(provisioner: Provisioner, store:
         assert names.count(name) == 1, name
 
 
-def test_retry_after_timeout_recreates_container(provisioner: Provisioner, store: Store, harness_image, docker_client, worker) -> None:
+def test_retry_after_timeout_recreates_container(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("retry")
-    provisioner.submit(_request(provision_id, harness_image, ready_timeout_s=1), secrets={"HARNESSD_MODE": "never"})
+    provisioner.submit(_request(provision_id, harnessd_image, ready_timeout_s=1), secrets={"HARNESSD_MODE": "never"})
     wait_terminal(provisioner, provision_id, 30)
 
     record = provisioner.retry(provision_id)
@@ -147,9 +147,9 @@ def test_retry_after_timeout_recreates_container(provisioner: Provisioner, store
     assert event_names(store, provision_id).count(events.CREATED) == 2
 
 
-def test_cancel_destroys_container(provisioner: Provisioner, store: Store, harness_image, docker_client, worker) -> None:
+def test_cancel_destroys_container(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
     provision_id = unique_id("cancel")
-    provisioner.submit(_request(provision_id, harness_image, ready_timeout_s=60), secrets={"HARNESSD_MODE": "never"})
+    provisioner.submit(_request(provision_id, harnessd_image, ready_timeout_s=60), secrets={"HARNESSD_MODE": "never"})
     wait_until(lambda: provisioner.get(provision_id).attempts >= 2, 20, message="probing to start")
 
     provisioner.cancel(provision_id)

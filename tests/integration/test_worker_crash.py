@@ -12,10 +12,10 @@ from workflows.model import ProvisionRequest, Status, Step, WorkspaceType
 from workflows.store import Store
 
 
-def test_sigkill_while_probing_resumes(provisioner: Provisioner, store: Store, harness_image, docker_client, start_worker) -> None:
+def test_sigkill_while_probing_resumes(provisioner: Provisioner, store: Store, harnessd_image, docker_client, start_worker) -> None:
     first = start_worker()
     provision_id = unique_id("crash")
-    request = ProvisionRequest(id=provision_id, type=WorkspaceType.CONTAINER, image=harness_image, ready_timeout_s=60)
+    request = ProvisionRequest(id=provision_id, type=WorkspaceType.CONTAINER, image=harnessd_image, ready_timeout_s=60)
     provisioner.submit(request, secrets={"HARNESSD_BOOT_DELAY": "6"}, continuation=record_hand_off.s())
     wait_until(lambda: provisioner.get(provision_id).attempts >= 2, 20, message="probing to start")
     deadline = provisioner.get(provision_id).deadline

@@ -29,7 +29,23 @@ def _cached_backend(workspace_type: WorkspaceType, settings: Settings) -> Backen
         from workers.backends.container import ContainerBackend
 
         return ContainerBackend(settings.docker_host, settings.container_network, settings.container_port)
+    if workspace_type is WorkspaceType.VM:
+        return _vm_backend(settings)
     raise InvalidRequest(f"workspace type {workspace_type.value!r} has no backend on this worker")
+
+
+def _vm_backend(settings: Settings) -> Backend:
+    import redis
+
+    from workers.backends.names import id_digest
+    from workers.backends.rate_gate import RateGate
+    from workers.backends.vm import VmBackend, load_vm_settings
+
+    vm_settings = load_vm_settings()
+    # One budget per token, keyed by a digest so the token itself never reaches Redis.
+    key = f"{settings.key_prefix}:hcloud-budget:{id_digest(vm_settings.endpoint + vm_settings.token)[:16]}"
+    gate = RateGate(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10), key)
+    return VmBackend(vm_settings, gate)
 
 
 def backend_for(workspace_type: WorkspaceType, settings: Settings | None = None) -> Backend:

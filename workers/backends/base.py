@@ -7,10 +7,11 @@ call twice for the same provision, because a step can be delivered twice:
 
 * `create` adopts the workspace that a lost worker already made for this
   provision (found by its label, name or path) instead of making a second one;
-* `destroy` of a workspace that is already gone does nothing.
+* `destroy` of a workspace that is already gone does nothing and returns True.
 
 Backends raise `workflows.errors.BackendError` (or a subclass) and nothing else
-on purpose: SDK errors are mapped at this boundary.
+on purpose: SDK errors are mapped at this boundary. They never read or write
+provision records.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class Backend(Protocol):
     """Makes, inspects and releases workspaces of one type."""
 
     workspace_type: WorkspaceType
+    # How long wait_running waits for RUNNING, and its poll countdowns (doubling from base to cap).
+    running_timeout_s: float
+    running_poll_base_s: float
+    running_poll_cap_s: float
 
     def create(self, record: ProvisionRecord, secrets: Mapping[str, str]) -> Workspace:
         """Make the workspace of `record`, or adopt the one already made for it."""
@@ -69,6 +74,10 @@ class Backend(Protocol):
         """Report whether the workspace of `record` is starting, running, exited or gone."""
         ...
 
-    def destroy(self, record: ProvisionRecord) -> None:
-        """Release the workspace of `record`; do nothing if it is already gone."""
+    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
+        """Like `inspect`, but may answer from a recent reading to spare a rate-limited API."""
+        ...
+
+    def destroy(self, record: ProvisionRecord) -> bool:
+        """Release the workspace of `record`; return True once it is gone, False while it is going."""
         ...

@@ -45,6 +45,9 @@ _PORT_CONFLICT_WORDS = ("address already in use", "address in use", "eaddrinuse"
 
 class ContainerBackend:
     workspace_type = WorkspaceType.CONTAINER
+    running_timeout_s = 60.0
+    running_poll_base_s = 0.1
+    running_poll_cap_s = 2.0
 
     def __init__(self, docker_host: str, network: str = "bridge", container_port: int = 8080) -> None:
         self.docker_host = docker_host
@@ -102,13 +105,17 @@ class ContainerBackend:
                 return Inspection(RunState.STARTING)
             return self._exited(container, state)
 
-    def destroy(self, record: ProvisionRecord) -> None:
+    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
+        return self.inspect(record)
+
+    def destroy(self, record: ProvisionRecord) -> bool:
         with self._mapped_errors("remove container"):
             for container in self._labelled(record):
                 try:
                     container.remove(force=True)
                 except docker.errors.NotFound:
                     pass
+        return True
 
     def _run(self, record: ProvisionRecord, secrets: Mapping[str, str]) -> Container:
         image = record.image

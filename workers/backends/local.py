@@ -28,6 +28,9 @@ def contained_path(root: Path, name: str) -> Path:
 
 class LocalBackend:
     workspace_type = WorkspaceType.LOCAL
+    running_timeout_s = 0.0
+    running_poll_base_s = 0.0
+    running_poll_cap_s = 0.0
 
     def __init__(self, root: Path, harness_url: str = "") -> None:
         self.root = root
@@ -47,11 +50,15 @@ class LocalBackend:
     def inspect(self, record: ProvisionRecord) -> Inspection:
         return Inspection(RunState.RUNNING if self.path_of(record).is_dir() else RunState.GONE)
 
-    def destroy(self, record: ProvisionRecord) -> None:
+    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
+        return self.inspect(record)
+
+    def destroy(self, record: ProvisionRecord) -> bool:
         path = self.path_of(record)
         try:
             shutil.rmtree(path)
         except FileNotFoundError:
-            return
+            pass
         except OSError as exc:
             raise BackendError(f"cannot remove directory {path}: {exc.strerror}") from exc
+        return True

@@ -24,6 +24,9 @@ GIT_TIMEOUT_S = 60
 
 class WorktreeBackend:
     workspace_type = WorkspaceType.WORKTREE
+    running_timeout_s = 0.0
+    running_poll_base_s = 0.0
+    running_poll_cap_s = 0.0
 
     def __init__(self, root: Path, harness_url: str = "") -> None:
         self.root = root
@@ -47,7 +50,10 @@ class WorktreeBackend:
         path = Path(record.workspace_path) if record.workspace_path else None
         return Inspection(RunState.RUNNING if path and path.is_dir() else RunState.GONE)
 
-    def destroy(self, record: ProvisionRecord) -> None:
+    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
+        return self.inspect(record)
+
+    def destroy(self, record: ProvisionRecord) -> bool:
         repo = repository_root(record.repo)
         path = self._path(repo, record)
         if _is_worktree_of(repo, path):
@@ -57,6 +63,7 @@ class WorktreeBackend:
         branch = BRANCH_PREFIX + safe_name(record.id)
         if _branch_exists(repo, branch):
             _git(repo, "branch", "-D", branch)
+        return True
 
     def _path(self, repo: Path, record: ProvisionRecord) -> Path:
         repo_folder = f"{safe_name(repo.name, 40)}-{id_digest(str(repo))[:8]}"
