@@ -1,0 +1,172 @@
+"""
+Private services for a benchmark run: a redis-server and a `celery worker`, both started here.
+
+A run never uses a Redis or a worker it did not start, so it shares no queue
+with tests or demos elsewhere on the machine. Each subprocess runs in its own
+session (process group): Ctrl-C in the terminal reaches only the benchmark,
+which then stops its subprocesses by their process group ids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Seconds a subprocess gets to exit after SIGTERM before it gets SIGKILL.
+STOP_GRACE_S = 15.0
+# Seconds redis-server and the worker get to become ready.
+START_TIMEOUT_S = 30.0
+
+
+class ServiceError(RuntimeError):
+    """A private service failed to start; the message names its log file."""
+
+
+def progress(message: str) -> None:
+    """Print one progress line to stderr, so that stdout carries only the results."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, description: str) -> None:
+    """Poll `condition()` every 50 ms; raise ServiceError naming `description` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise ServiceError(f"timed out after {timeout_s:g}s waiting for {description}")
+        time.sleep(0.05)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Send SIGTERM to the process group of `process`, and SIGKILL if it outlives STOP_GRACE_S."""
+    if process.poll() is not None:
+        return
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_GRACE_S)
+
+
+class RedisServer:
+    """
+    A redis-server on a free 127.0.0.1 port that keeps nothing on disk.
+
+    **Parameters**
+
+    * directory - working directory; the server's log goes to `redis.log` there.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def start(self) -> RedisServer:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise ServiceError("redis-server not found on PATH; install it (apt-get install redis-server)")
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+            "--save", "", "--appendonly", "no", "--logfile", str(self.log_path),
+        ]
+        self.process = subprocess.Popen(command, start_new_session=True)
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        wait_for(lambda: _responds(client), START_TIMEOUT_S, f"redis-server on port {self.port} (log {self.log_path})")
+        return self
+
+    def version(self) -> str:
+        client = redis.Redis(port=self.port, decode_responses=True)
+        return str(client.info("server")["redis_version"])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
+
+
+def _responds(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class CeleryWorker:
+    """
+    One `celery -A workers worker` subprocess (prefork pool), logging to a file.
+
+    **Parameters**
+
+    * env - its whole environment.
+    * log_path - file that receives its stdout and stderr.
+    * concurrency - pool processes (`-c`).
+    * includes - extra task modules (`--include`).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int, includes: tuple[str, ...] = ()) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.includes = includes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        name = f"bench-{uuid.uuid4().hex[:8]}@%h"
+        command = [
+            sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-n", name,
+            "-c", str(self.concurrency), "--without-mingle", "--without-gossip",
+        ]
+        if self.includes:
+            command += ["--include", ",".join(self.includes)]
+        return command
+
+    def start(self) -> CeleryWorker:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self._ready, START_TIMEOUT_S, f"celery worker to be ready (log {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise ServiceError(f"celery worker exited with code {self.process.returncode}; log {self.log_path}:\n{tail}")
+        return " ready." in self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
