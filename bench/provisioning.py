@@ -1,0 +1,291 @@
+"""
+Benchmark of provisioning latency: the durable chain against a 2-second polling loop.
+
+    python -m bench.provisioning            # full run; writes docs/benchmarks.md
+    python -m bench.provisioning --quick    # smoke run; prints only
+
+Everything runs on this machine over real services that the run starts and
+stops itself: a redis-server on a free loopback port, one `celery worker`
+(prefork) that also loads `bench.baseline`, and harnessd stand-in containers
+on the Docker engine's host network. Four phases, in this order:
+
+1. local workspaces through the chain (create -> hand_off), one at a time;
+2. local workspaces through the baseline task, one at a time;
+3. container workspaces through the chain, in batches that start together;
+4. container workspaces through the baseline task, with the same boot delays.
+
+`bench.local_runs` and `bench.container_runs` define each figure. The
+containers, processes and files of the run are removed at the end, also after
+an error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+
+import celery
+import docker.errors
+import kombu
+import redis
+
+from bench import container_runs, local_runs
+from bench.container_runs import ContainerRun
+from bench.local_runs import LocalTimings, RunFailed
+from bench.report import Row, Table, Target, describe_spread, format_ms, render_page, render_table
+from bench.services import REPO_ROOT, ServiceError, progress
+from bench.session import Session
+from simulators.harnessd_image import HarnessdImageError
+
+DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
+
+# Exit codes.
+EXIT_OK = 0
+# A provision failed or timed out, or a service did not start.
+EXIT_FAILED = 1
+# Stopped by Ctrl-C or SIGTERM, after cleaning up everything the run started.
+EXIT_INTERRUPTED = 130
+
+# Added to the notes when the reconciler had to send a step again.
+LEASE_NOTE = (
+    "A step is re-sent when its message was lost or postponed. `workers.execution.run_step` sends the next step's "
+    "message before it releases the current step's lease, so the next step can start while the lease is still held. "
+    "That step then postpones itself by the lease's remaining TTL (up to 15 s), and the reconciler sends it again "
+    "after 3 to 5 s. The worker log (`--keep-logs DIR`) shows such a postponement as `retry: Retry in 14.9s`."
+)
+
+LOCAL_TARGET = Target(p50_ms=20)
+DETECTION_TARGET = Target(p50_ms=300, tail_ms=1200)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How many runs each phase makes, and with which worker concurrency."""
+
+    local_run_count: int
+    # Untimed runs first, so that every pool process has loaded its backend and connections.
+    local_warmup_count: int
+    container_run_count: int
+    # Containers started together. The worker needs as many pool processes for the baseline,
+    # because each baseline task occupies a pool process until its harnessd is ready.
+    container_batch_size: int
+    boot_delay_low_s: float
+    boot_delay_high_s: float
+    worker_concurrency: int
+
+
+FULL_PLAN = Plan(
+    local_run_count=200, local_warmup_count=20, container_run_count=30, container_batch_size=10,
+    boot_delay_low_s=1.0, boot_delay_high_s=10.0, worker_concurrency=10,
+)
+QUICK_PLAN = Plan(
+    local_run_count=20, local_warmup_count=10, container_run_count=6, container_batch_size=6,
+    boot_delay_low_s=1.0, boot_delay_high_s=3.0, worker_concurrency=10,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """Everything one run measured."""
+
+    local_chain: LocalTimings
+    local_baseline: LocalTimings
+    container_chain: list[ContainerRun]
+    container_baseline: list[ContainerRun]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.provisioning", description=__doc__.strip().splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"smoke run: {QUICK_PLAN.local_run_count} local and {QUICK_PLAN.container_run_count} container runs per approach, "
+        f"boot delays of {QUICK_PLAN.boot_delay_low_s:g} to {QUICK_PLAN.boot_delay_high_s:g} s; "
+        "prints the tables but writes no page unless --output is given",
+    )
+    parser.add_argument("--output", type=Path, help=f"Markdown page to write (default for a full run: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the worker and redis-server logs into DIR at the end, to explain slow runs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    plan = QUICK_PLAN if options.quick else FULL_PLAN
+    output = options.output or (None if options.quick else DEFAULT_OUTPUT)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    with tempfile.TemporaryDirectory(prefix="wp-bench-") as scratch:
+        session = Session(Path(scratch), plan.worker_concurrency)
+        try:
+            session.start()
+            facts = collect_facts(session, plan, argv)
+            results = measure(session, plan)
+        except (RunFailed, ServiceError, HarnessdImageError) as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except docker.errors.DockerException as exc:
+            print(f"bench: error: Docker engine request failed ({exc}); start dockerd or set DOCKER_HOST", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("bench: interrupted; cleaning up", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            session.close()
+            if options.keep_logs is not None:
+                session.copy_logs(options.keep_logs)
+
+    facts["Load average after (1, 5, 15 min)"] = _load_average()
+    publish(results, plan, facts, output)
+    return EXIT_OK
+
+
+def _interrupt(_signal_number: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def measure(session: Session, plan: Plan) -> Results:
+    local_chain = local_runs.measure_local(session, "local-chain", local_runs.time_chain, plan.local_run_count, plan.local_warmup_count)
+    local_baseline = local_runs.measure_local(session, "local-baseline", local_runs.time_baseline, plan.local_run_count, plan.local_warmup_count)
+
+    delays = container_runs.boot_delays(plan.container_run_count, plan.boot_delay_low_s, plan.boot_delay_high_s)
+    container_chain = container_runs.measure_containers(
+        session, "container-chain", container_runs.run_chain_batch, delays, plan.container_batch_size
+    )
+    container_baseline = container_runs.measure_containers(
+        session, "container-baseline", container_runs.run_baseline_batch, delays, plan.container_batch_size
+    )
+    return Results(local_chain, local_baseline, container_chain, container_baseline)
+
+
+def build_tables(results: Results) -> list[Table]:
+    local_rows = [
+        Row("Submit to hand-off, from the record", results.local_chain.record_ms, results.local_baseline.record_ms, LOCAL_TARGET),
+        Row("Submit to runner seeing ready, wall clock", results.local_chain.wall_ms, results.local_baseline.wall_ms),
+    ]
+    chain, base = results.container_chain, results.container_baseline
+    container_rows = [
+        Row("Serving to ready_at (detection)", [run.detection_ms for run in chain], [run.detection_ms for run in base], DETECTION_TARGET),
+        Row("Serving to hand-off", [run.hand_off_ms for run in chain], [run.hand_off_ms for run in base]),
+    ]
+    return [
+        Table("Local workspaces", 0.99, local_rows),
+        Table("Container workspaces", 0.95, container_rows),
+    ]
+
+
+def collect_facts(session: Session, plan: Plan, argv: Sequence[str] | None) -> dict[str, str]:
+    assert session.docker is not None
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "Date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "Command": "`" + " ".join(["python -m bench.provisioning", *arguments]) + "`",
+        "Code": _code_version(),
+        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
+        "CPU model": _cpu_model(),
+        "Kernel": platform.release(),
+        "Python": platform.python_version(),
+        "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
+        "redis-server": f"{session.redis_server.version()} (private, loopback, no persistence)",
+        "Docker engine": f"{session.docker.version().get('Version', '?')} (containers on the host network)",
+        "Worker": f"one `celery -A workers worker -c {plan.worker_concurrency}` (prefork), log level info",
+        "Load average before (1, 5, 15 min)": _load_average(),
+    }
+
+
+def _code_version() -> str:
+    """Return the commit the benchmark ran, noting uncommitted changes to the measured packages."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--", "workers", "workflows"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" with uncommitted changes in workers/ or workflows/" if changes.strip() else "")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return platform.processor() or "unknown"
+
+
+def _load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def describe_method(plan: Plan) -> str:
+    return f"""
+- **Local, from the record**: the chain's `handed_off_at - created_at`, both stored to the millisecond.
+  The baseline is the old local path, one task (`bench.baseline.provision_local`) that creates the same directory
+  through the same `LocalBackend` and returns; its figure is the task's end time minus the time stamped just
+  before its message was sent.
+- **Local, wall clock**: from just before `Provisioner.submit()` until `Provisioner.wait()` returns the ready record
+  (for the baseline: from just before `apply_async` until a BLPOP receives the task's report).
+- Local runs go one at a time: {plan.local_warmup_count} untimed warm-up runs, then {plan.local_run_count} timed runs per approach.
+- **Container, serving**: the first moment the container's port is in LISTEN state, seen by polling the kernel's
+  socket table (NETLINK_SOCK_DIAG) every millisecond; this is the earliest moment a probe can succeed.
+- **Container, detection**: the chain's record `ready_at` minus serving. The probe step stamps `ready_at` when it
+  starts, before its Docker inspect call and its GET, so the figure leaves out that step's own work.
+  The baseline (`bench.baseline.provision_container`) creates the container through the same `ContainerBackend`,
+  then runs the same one-attempt probe in a loop with `time.sleep(2)` between attempts, and stamps its ready time
+  just before the successful GET.
+- **Container, hand-off**: the chain's `handed_off_at` minus serving; for the baseline, its task's return time minus serving.
+- Container runs: {plan.container_run_count} per approach, boot delays spread evenly over {plan.boot_delay_low_s:g} to
+  {plan.boot_delay_high_s:g} s (`HARNESSD_BOOT_DELAY`), in batches of {plan.container_batch_size} started together.
+- Percentiles are nearest-rank: p99 of 200 values is the second-largest, p95 of 30 is the second-largest.
+"""
+
+
+def describe_notes(results: Results) -> list[str]:
+    notes = []
+    local_runs_count = len(results.local_chain.record_ms)
+    notes.append(f"Local chain: {results.local_chain.resumed_runs} of {local_runs_count} runs had a step sent again by the reconciler.")
+    for name, runs in (("chain", results.container_chain), ("baseline", results.container_baseline)):
+        leads = [lead for run in runs if (lead := run.log_line_lead_ms) is not None]
+        if leads:
+            notes.append(f"Container {name}: the port listened {describe_spread(leads)} ms after the Docker timestamp of the \"serving on\" log line.")
+        negative = sum(1 for run in runs if run.detection_ms < 0)
+        if negative:
+            notes.append(f"Container {name}: {negative} of {len(runs)} runs had ready_at before serving, because ready_at is stamped when the probe step starts, before its Docker inspect call and its GET.")
+        attempts = statistics.median(run.readiness.probe_attempts for run in runs)
+        notes.append(f"Container {name}: median {attempts:g} probe attempts per container.")
+        resumed = [run for run in runs if run.readiness.resumed_steps]
+        if resumed:
+            slowest = max(resumed, key=lambda run: run.hand_off_ms)
+            notes.append(
+                f"Container {name}: {len(resumed)} of {len(runs)} runs had a step sent again by the reconciler, which "
+                f"does so only for a step at least 3 s overdue (slowest of these runs: {format_ms(slowest.hand_off_ms)} ms "
+                "from serving to hand-off)."
+            )
+
+    if results.local_chain.resumed_runs or any(run.readiness.resumed_steps for run in results.container_chain):
+        notes.append(LEASE_NOTE)
+    return notes
+
+
+def publish(results: Results, plan: Plan, facts: dict[str, str], output: Path | None) -> None:
+    tables = build_tables(results)
+    notes = describe_notes(results)
+    print("\n\n".join(render_table(table) for table in tables))
+    print()
+    print("\n".join(f"- {note}" for note in notes))
+
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_page(facts, tables, describe_method(plan), notes))
+        progress(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

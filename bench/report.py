@@ -1,0 +1,136 @@
+"""
+Statistics, result tables and the Markdown page of a benchmark run.
+
+Percentiles use the nearest-rank method: pN of n values is the value at rank
+ceil(N/100 * n) in ascending order, so p99 of 200 runs is the second-largest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Return the nearest-rank percentile of `values`; `fraction` is in (0, 1], for example 0.95."""
+    if not values:
+        raise ValueError("percentile of no values is undefined")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Upper bounds, in milliseconds, that the chain's p50 and tail percentile should stay under."""
+
+    p50_ms: float | None = None
+    tail_ms: float | None = None
+
+    def is_met(self, values_ms: Sequence[float], tail: float) -> bool:
+        if self.p50_ms is not None and percentile(values_ms, 0.5) > self.p50_ms:
+            return False
+        return self.tail_ms is None or percentile(values_ms, tail) <= self.tail_ms
+
+    def describe(self, tail: float) -> str:
+        bounds = []
+        if self.p50_ms is not None:
+            bounds.append(f"p50 ≤ {self.p50_ms:g} ms")
+        if self.tail_ms is not None:
+            bounds.append(f"{tail_label(tail)} ≤ {self.tail_ms:g} ms")
+        return ", ".join(bounds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One measure of a table: the chain's and the baseline's values in milliseconds, and the chain's target."""
+
+    measure: str
+    chain_ms: Sequence[float]
+    baseline_ms: Sequence[float]
+    target: Target | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Rows that share a tail percentile, for example the local measures with p99."""
+
+    title: str
+    tail: float
+    rows: Sequence[Row]
+
+
+def tail_label(tail: float) -> str:
+    return f"p{tail * 100:g}"
+
+
+def format_ms(value: float) -> str:
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def render_table(table: Table) -> str:
+    """Render `table` as a Markdown table, which also reads well as plain text."""
+    tail = tail_label(table.tail)
+    header = [
+        "Measure (ms)", "Runs",
+        "Chain p50", f"Chain {tail}", "Chain max",
+        "Baseline p50", f"Baseline {tail}", "Baseline max",
+        "Target (chain)",
+    ]
+    lines = [f"**{table.title}**", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
+    for row in table.rows:
+        lines.append(_markdown_row(_cells(row, table.tail)))
+    return "\n".join(lines)
+
+
+def _cells(row: Row, tail: float) -> list[str]:
+    target = "-"
+    if row.target is not None:
+        verdict = "met" if row.target.is_met(row.chain_ms, tail) else "missed"
+        target = f"{row.target.describe(tail)}: {verdict}"
+    return [
+        row.measure,
+        str(len(row.chain_ms)),
+        format_ms(percentile(row.chain_ms, 0.5)),
+        format_ms(percentile(row.chain_ms, tail)),
+        format_ms(max(row.chain_ms)),
+        format_ms(percentile(row.baseline_ms, 0.5)),
+        format_ms(percentile(row.baseline_ms, tail)),
+        format_ms(max(row.baseline_ms)),
+        target,
+    ]
+
+
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def describe_spread(values: Sequence[float]) -> str:
+    """Return "median X (min A, max B)" of `values`, formatted as milliseconds."""
+    return f"median {format_ms(statistics.median(values))} (min {format_ms(min(values))}, max {format_ms(max(values))})"
+
+
+def render_page(facts: Mapping[str, str], tables: Sequence[Table], method: str, notes: Sequence[str]) -> str:
+    """Return the whole Markdown page: facts about the machine and run, tables, method, notes."""
+    parts = [
+        "# Benchmarks: provisioning latency",
+        "",
+        "The durable chain of Celery tasks (create, wait_running, probe_healthz, hand_off) against the "
+        "approach it replaces, one task that polls harnessd every 2 seconds. "
+        "`python -m bench.provisioning` measured these figures on real Celery workers, a real redis-server "
+        "and a real Docker engine, and wrote this page; running it again replaces the page.",
+        "",
+        "## Machine and run",
+        "",
+        *(f"- {name}: {value}" for name, value in facts.items()),
+        "",
+        "## Results",
+        "",
+    ]
+    for table in tables:
+        parts += [render_table(table), ""]
+    parts += ["## What is measured", "", method.strip(), "", "## Notes from this run", ""]
+    parts += [f"- {note}" for note in notes]
+    return "\n".join(parts) + "\n"
