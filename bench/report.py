@@ -120,7 +120,7 @@ def render_page(facts: Mapping[str, str], tables: Sequence[Table], method: str, 
         "The durable chain of Celery tasks (create, wait_running, probe_healthz, hand_off) against the "
         "approach it replaces, one task that polls harnessd every 2 seconds. "
         "`python -m bench.provisioning` measured these figures on real Celery workers, a real redis-server "
-        "and a real Docker engine, and wrote this page; running it again replaces the page.",
+        "and a real Docker engine, and wrote this page. Running it again replaces the page.",
         "",
         "## Machine and run",
         "",

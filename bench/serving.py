@@ -47,7 +47,7 @@ class ListenWatcher:
     Records when each TCP port starts listening, polled in a background thread.
 
     A recorded time is the start of the poll that first saw the socket, so it
-    is late by at most one interval plus any delay in scheduling the thread.
+    is off by at most one interval plus any delay in scheduling the thread.
 
     **Usage**
 
