@@ -8,7 +8,14 @@ Broker and store are the same Redis (REDIS_URL). Settings chosen for durability:
 * prefetch multiplier 1: a worker holds one waiting message per pool process, so
   messages do not pile up behind one busy worker;
 * probes run on their own queue, `probe`, so slow creates cannot delay them;
-* no result backend: the provision record in Redis is the result.
+* no result backend: the provision record in Redis is the result;
+* the broker's visibility timeout (PROVISIONER_VISIBILITY_TIMEOUT, default 600 s)
+  must exceed the longest countdown plus the longest step, or a waiting message
+  would be delivered twice; the worker refuses to start otherwise. A message
+  whose worker died comes back only after this timeout, which is why
+  `workers.reconciler` resumes such provisions much sooner;
+* the transport's restore lock expires after 30 s instead of 5 minutes, so a
+  worker killed while restoring messages does not block the restore for long.
 
 Start a worker with `celery -A workers worker`; it consumes both queues.
 """
@@ -18,23 +25,27 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
+from celery.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from workers import kombu_patches
 from workers.config import load_settings
+from workflows.policy import MAX_COUNTDOWN_S, MAX_STEP_S
 
 PROVISION_QUEUE = "provision"
 PROBE_QUEUE = "probe"
-# Longest countdown (transient-error backoff, 16 s) plus the longest step, with a wide margin.
-VISIBILITY_TIMEOUT_S = 3600
-
 settings = load_settings()
+kombu_patches.apply()
 
 app = Celery("workspace_provisioner", include=["workers.tasks"])
 app.conf.update(
     broker_url=settings.redis_url,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    broker_transport_options={
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_mutex_expire": 30,
+    },
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
@@ -50,6 +61,29 @@ app.conf.update(
 )
 
 logger = logging.getLogger(__name__)
+
+
+def check_visibility_timeout() -> None:
+    """Refuse to start a worker whose broker could deliver a waiting message twice."""
+    visibility_timeout = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
+    needed = MAX_COUNTDOWN_S + MAX_STEP_S
+    if visibility_timeout <= needed:
+        raise ImproperlyConfigured(
+            f"broker_transport_options['visibility_timeout'] is {visibility_timeout:g}s "
+            f"(PROVISIONER_VISIBILITY_TIMEOUT); it must exceed the longest countdown ({MAX_COUNTDOWN_S:g}s) "
+            f"plus the longest step ({MAX_STEP_S:g}s), so set it above {needed:g}s"
+        )
+
+
+class BrokerSettingsCheck(bootsteps.Step):
+    """A worker boot step that runs `check_visibility_timeout`; its error stops the worker."""
+
+    def __init__(self, worker: object, **kwargs: object) -> None:
+        super().__init__(worker, **kwargs)
+        check_visibility_timeout()
+
+
+app.steps["worker"].add(BrokerSettingsCheck)
 
 
 @signals.worker_ready.connect

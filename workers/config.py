@@ -11,6 +11,7 @@ Settings of the workers and the CLI, read once from the environment.
     PROVISIONER_CONTAINER_NETWORK     bridge (default) or host
     PROVISIONER_CONTAINER_PORT        port harnessd serves on inside a bridge-mode container (default 8080)
     PROVISIONER_RECONCILE_INTERVAL    seconds between two sweeps for interrupted steps (default 2)
+    PROVISIONER_VISIBILITY_TIMEOUT    seconds before the broker gives an unacknowledged message back (default 600)
     DOCKER_HOST                       the Docker engine (default unix:///var/run/docker.sock)
 """
 
@@ -41,6 +42,7 @@ class Settings:
     container_network: str
     container_port: int
     reconcile_interval_s: float
+    visibility_timeout_s: float
     docker_host: str
 
 
@@ -60,6 +62,7 @@ def load_settings() -> Settings:
         container_network=network,
         container_port=_read_number("PROVISIONER_CONTAINER_PORT", 8080, int),
         reconcile_interval_s=_read_number("PROVISIONER_RECONCILE_INTERVAL", 2.0, float),
+        visibility_timeout_s=_read_number("PROVISIONER_VISIBILITY_TIMEOUT", 600.0, float),
         docker_host=os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
     )
 

@@ -45,7 +45,7 @@ from workers.handlers import Advance, Fail, Outcome, Reschedule, StepInput
 from workflows import events
 from workflows.errors import BackendError, ProvisionNotFound, RateLimited, is_transient
 from workflows.model import FailureReason, ProvisionRecord, Status, Step, utc_now
-from workflows.policy import LEASE_TTL_S, MAX_STEP_STARTS, MAX_TRANSIENT_RETRIES, backoff_s
+from workflows.policy import LEASE_TTL_S, MAX_COUNTDOWN_S, MAX_STEP_STARTS, MAX_TRANSIENT_RETRIES, backoff_s
 from workflows.store import Store
 
 logger = get_task_logger(__name__)
@@ -186,6 +186,7 @@ def _apply(store: Store, record: ProvisionRecord, message: StepMessage, token: s
         return new_fence is not None
 
     if isinstance(outcome, Reschedule):
+        outcome = dataclasses.replace(outcome, countdown_s=min(outcome.countdown_s, MAX_COUNTDOWN_S))
         due = now + timedelta(seconds=outcome.countdown_s)
         changes = {**base, **outcome.changes, "due_at": due}
         new_fence = _commit(store, record, message, token, changes, outcome.event)
@@ -194,10 +195,10 @@ def _apply(store: Store, record: ProvisionRecord, message: StepMessage, token: s
             enqueue(message.step, record.id, new_fence, outcome.countdown_s)
         return new_fence is not None
 
-    return _apply_failure(store, record, message, token, outcome)
+    return _apply_failure(store, record, message, token, outcome, enqueue)
 
 
-def _apply_failure(store: Store, record: ProvisionRecord, message: StepMessage, token: str, outcome: Fail) -> bool:
+def _apply_failure(store: Store, record: ProvisionRecord, message: StepMessage, token: str, outcome: Fail, enqueue: Enqueue) -> bool:
     if message.step is Step.DESTROY:
         logger.error("Provision %s: destroy failed: %s", record.id, outcome.error)
         changes: dict[str, Any] = {"step_starts": 0, "last_error": outcome.error, "step": Step.DONE}
@@ -234,7 +235,8 @@ def _commit(store: Store, record: ProvisionRecord, message: StepMessage, token: 
         full_event = {"at": utc_now(), "provision_id": record.id, "type": record.type, "step": message.step, **event}
         full_event = {"event": full_event.pop("event"), **full_event}
     try:
-        new_fence = store.commit(record.id, message.fence, changes, full_event, lease_token=token)
+        # The commit releases the lease too, so the next step never finds it still held.
+        new_fence = store.commit(record.id, message.fence, changes, full_event, lease_token=token, release=True)
     except ProvisionNotFound:
         return None
     if new_fence is None:

@@ -17,7 +17,7 @@ from typing import Any
 from workers.backends.base import Backend, Inspection, RunState
 from workers.probe import ProbeResult, probe_healthz
 from workflows import events
-from workflows.model import FailureReason, ProvisionRecord, Status, Step
+from workflows.model import FailureReason, ProvisionRecord, Status, Step, utc_now
 from workflows.policy import PROBE_ATTEMPT_BUDGET_S, backoff_s, probe_countdown_s
 from workflows.steps import next_step
 
@@ -65,6 +65,8 @@ class StepInput:
     now: datetime
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     probe: Callable[[str], ProbeResult] = lambda url: probe_healthz(url, PROBE_ATTEMPT_BUDGET_S)
+    # Reads the time after slow calls, such as the moment a probe succeeded.
+    clock: Callable[[], datetime] = utc_now
 
 
 def subject(record: ProvisionRecord) -> str:
@@ -124,7 +126,7 @@ def probe(given: StepInput) -> Outcome:
     result = given.probe(record.harness_url)
     attempt = record.attempts + 1
     if result.ready:
-        changes = {"ready_at": given.now, "attempts": attempt, "last_error": ""}
+        changes = {"ready_at": given.clock(), "attempts": attempt, "last_error": ""}
         return Advance(Step.HAND_OFF, changes, {"event": events.READY, "attempt": attempt})
 
     remaining_s = (deadline - given.now).total_seconds() - result.elapsed_s

@@ -5,7 +5,8 @@ Loaded into a worker with `--include`. A test arms a crash by setting the Redis
 key `test:crash:{provision_id}:{step}` to `child` (SIGKILL the pool process
 only) or `group` (SIGKILL the main process and every pool process). The first
 run of that step for that provision deletes the key and dies, so the backend
-call has happened and the record does not know it yet.
+call has happened and the record does not know it yet. With `child-always`
+the key stays, so every run of the step dies: a poison step.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ _client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
 def _crash_after(step: Step, handler: Callable[[handlers.StepInput], handlers.Outcome]) -> Callable[[handlers.StepInput], handlers.Outcome]:
     def run(given: handlers.StepInput) -> handlers.Outcome:
         outcome = handler(given)
-        mode = _client.getdel(f"test:crash:{given.record.id}:{step.value}")
+        key = f"test:crash:{given.record.id}:{step.value}"
+        mode = _client.get(key)
+        if mode in ("child", "group"):
+            _client.delete(key)
         if mode == "group":
             os.killpg(os.getpgid(0), signal.SIGKILL)
-        if mode == "child":
+        if mode in ("child", "child-always"):
             os.kill(os.getpid(), signal.SIGKILL)
         return outcome
 
