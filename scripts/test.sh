@@ -16,6 +16,8 @@ scripts/ensure-services.sh
 if [[ -v CI ]]; then
     export CI
 fi
+# Tests run `provisioner` and `hcloud-sim` as commands: take the ones of this checkout.
+export PATH="$PWD/.venv/bin:$PATH"
 
 status=0
 .venv/bin/python -m pytest -p no:cacheprovider "$@" || status=$?

@@ -257,25 +257,58 @@ def destroy(provision_id: str) -> None:
 
 
 @cli.command()
-@click.option("--delete", "delete_servers", is_flag=True, help="Delete the leaked servers instead of only listing them.")
+@click.option("--type", "workspace_type", type=click.Choice(["vm", "container"]), default="vm", show_default=True, help="Which workspaces to look for.")
+@click.option("--delete", "delete_leaked", is_flag=True, help="Delete what leaked instead of only listing it.")
 @_one_line_errors
-def gc(delete_servers: bool) -> None:
-    """List Hetzner servers with our label whose provision is over or unknown; --delete removes them."""
+def gc(workspace_type: str, delete_leaked: bool) -> None:
+    """
+    List servers or containers with our label whose provision is over or unknown; --delete removes them.
+
+    A crash, an operator, or a Redis that lost its data can leave them behind,
+    and leaked servers cost money. Workspaces of provisions that are running,
+    ready, or failed with --keep-on-failure are never touched.
+    """
+    provisioner = _provisioner()
+    live_ids = [record.id for record in provisioner.list() if provisioner.owns_workspace(record)]
+    if workspace_type == "vm":
+        leaked = _leaked_servers(live_ids, delete_leaked)
+    else:
+        leaked = _leaked_containers(live_ids, delete_leaked)
+    noun = "server(s)" if workspace_type == "vm" else "container(s)"
+    verb = "deleted" if delete_leaked else "found"
+    hint = "; run with --delete to remove them" if leaked and not delete_leaked else ""
+    click.echo(f"{verb} {leaked} leaked {noun}{hint}", err=True)
+
+
+def _leaked_servers(live_ids: list[str], delete_leaked: bool) -> int:
     from workers.backends import backend_for
     from workers.backends.vm import VmBackend, provision_label
 
-    provisioner = _provisioner()
-    live = {provision_label(record.id) for record in provisioner.list() if provisioner.owns_workspace(record)}
+    live = {provision_label(provision_id) for provision_id in live_ids}
     backend = backend_for(WorkspaceType.VM)
     assert isinstance(backend, VmBackend)
-
     leaked = backend.leaked_servers(lambda label: label in live)
     for server in leaked:
         click.echo(f"{server.id}\t{server.name}\t{server.status}\t{server.created.isoformat() if server.created else '-'}")
-        if delete_servers:
+        if delete_leaked:
             backend.delete_server(server)
-    verb = "deleted" if delete_servers else "found"
-    click.echo(f"{verb} {len(leaked)} leaked server(s)" + ("" if delete_servers or not leaked else "; run with --delete to remove them"), err=True)
+    return len(leaked)
+
+
+def _leaked_containers(live_ids: list[str], delete_leaked: bool) -> int:
+    from workers.backends import backend_for
+    from workers.backends.container import ContainerBackend
+    from workers.backends.names import id_digest
+
+    live = {id_digest(provision_id) for provision_id in live_ids}
+    backend = backend_for(WorkspaceType.CONTAINER)
+    assert isinstance(backend, ContainerBackend)
+    leaked = backend.leaked_containers(lambda label: label in live)
+    for container in leaked:
+        click.echo(f"{container.short_id}\t{container.name}\t{container.status}")
+        if delete_leaked:
+            backend.remove_container(container)
+    return len(leaked)
 
 
 def _vm_options(kind: WorkspaceType, server_type: str, location: str) -> dict[str, str]:

@@ -45,6 +45,18 @@ class Settings:
     visibility_timeout_s: float
     docker_host: str
 
+    @property
+    def store_label(self) -> str:
+        """Return a short digest naming this deployment's store (Redis URL without password, key prefix).
+
+        Containers and servers carry it, so `provisioner gc` of one deployment never
+        touches the workspaces of another that shares the Docker engine or the Hetzner project.
+        """
+        from workers.backends.names import id_digest
+        from workflows.store import redact_url
+
+        return id_digest(f"{redact_url(self.redis_url)}|{self.key_prefix}")[:16]
+
 
 def load_settings() -> Settings:
     """Read the settings from the environment; raise InvalidRequest naming a bad variable."""

@@ -30,12 +30,19 @@ class InvalidRequest(ProvisionError):
 class ProvisionNotFound(ProvisionError):
     """No provision with the given id is recorded."""
 
-    def __init__(self, provision_id: str) -> None:
-        super().__init__(provision_id)
+    def __init__(self, provision_id: str, store_empty: bool = False) -> None:
+        super().__init__(provision_id, store_empty)
         self.provision_id = provision_id
+        self.store_empty = store_empty
 
     def __str__(self) -> str:
-        return f"provision {self.provision_id!r} not found"
+        message = f"provision {self.provision_id!r} not found"
+        if self.store_empty:
+            message += (
+                "; this Redis holds no provision at all, so if it restarted without persistence "
+                "every record was lost (run it with appendonly yes)"
+            )
+        return message
 
 
 class InvalidTransition(ProvisionError):

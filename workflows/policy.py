@@ -30,7 +30,12 @@ PROBE_BASE_S = 0.1
 PROBE_CAP_S = 0.5
 
 # A step's lease: how long a silent worker keeps other copies of its step out.
-LEASE_TTL_S = 15.0
+# The lease is renewed every third of this while the step runs.
+LEASE_TTL_S = 6.0
+# No step message waits longer than this; a longer wait (a rate limit) re-checks then.
+MAX_COUNTDOWN_S = 60.0
+# The longest a step may run: a Docker create or a git worktree add of a large repository.
+MAX_STEP_S = 120.0
 # A step that started this many times without finishing is killing its worker.
 MAX_STEP_STARTS = 5
 # Retries of a step after a transient backend error (Docker engine restarting, say).

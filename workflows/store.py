@@ -335,8 +335,12 @@ class Store:
         """Return the record of `provision_id`; raise ProvisionNotFound if there is none."""
         record = self.find(provision_id)
         if record is None:
-            raise ProvisionNotFound(provision_id)
+            raise ProvisionNotFound(provision_id, self._holds_no_provision())
         return record
+
+    @_wrap_redis_errors
+    def _holds_no_provision(self) -> bool:
+        return self.client.zcard(self.index_key) == 0
 
     @_wrap_redis_errors
     def list_ids(self) -> list[str]:

@@ -215,6 +215,16 @@ def containers_of(docker_client, provision_id: str) -> list:  # type: ignore[no-
     return docker_client.containers.list(all=True, filters={"label": f"{CONTAINER_LABEL}={id_digest(provision_id)}"})
 
 
+def store_label(env: dict[str, str]) -> str:
+    """Return the store label that workers started with `env` put on their containers and servers."""
+    from unittest import mock
+
+    from workers.config import load_settings
+
+    with mock.patch.dict(os.environ, env):
+        return load_settings().store_label
+
+
 def unique_id(prefix: str = "ws") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
-from tests.integration.conftest import containers_of, event_names, handoffs, unique_id, wait_terminal, wait_until
+from tests.integration.conftest import containers_of, event_names, handoffs, store_label, unique_id, wait_terminal, wait_until
 from tests.integration.handoff_recorder import record_hand_off
 from workers.runner import Provisioner
 from workflows import events
@@ -161,3 +162,26 @@ def test_cancel_destroys_container(provisioner: Provisioner, store: Store, harne
     time.sleep(1.5)
     assert provisioner.get(provision_id).status is Status.CANCELLED
     assert event_names(store, provision_id).count(events.DESTROYED) == 1
+
+
+def test_gc_removes_leaked_container(services_env: dict[str, str], harnessd_image, docker_client) -> None:
+    from workers.backends.container import LABEL_PROVISION, LABEL_STORE
+    from workers.backends.names import id_digest
+
+    leaked = docker_client.containers.run(
+        harnessd_image,
+        detach=True,
+        network_mode="host",
+        environment={"HARNESSD_MODE": "never", "HARNESS_ADDR": "127.0.0.1:1"},
+        labels={LABEL_PROVISION: id_digest(unique_id("forgotten")), LABEL_STORE: store_label(services_env)},
+    )
+
+    listed = subprocess.run(["provisioner", "gc", "--type", "container"], env=services_env, capture_output=True, text=True, check=False)
+    deleted = subprocess.run(["provisioner", "gc", "--type", "container", "--delete"], env=services_env, capture_output=True, text=True, check=False)
+
+    assert listed.returncode == 0, listed.stderr
+    assert f"{leaked.short_id}\t{leaked.name}\t" in listed.stdout
+    assert deleted.returncode == 0
+    assert deleted.stderr == "deleted 1 leaked container(s)\n"
+    assert docker_client.containers.list(all=True, filters={"id": leaked.id}) == []
+

@@ -18,9 +18,9 @@ from hcloud.images import Image
 from hcloud.server_types import ServerType
 
 from tests.hcloud_sim.support import TOKEN, RunningSimulator
-from tests.integration.conftest import event_names, handoffs, unique_id, wait_terminal, wait_until
+from tests.integration.conftest import event_names, handoffs, store_label, unique_id, wait_terminal, wait_until
 from tests.integration.handoff_recorder import record_hand_off
-from workers.backends.vm import LABEL_PROVISION, provision_label
+from workers.backends.vm import LABEL_PROVISION, LABEL_STORE, provision_label
 from workers.runner import Provisioner
 from workflows import events
 from workflows.model import ProvisionRequest, Status, WorkspaceType
@@ -200,8 +200,14 @@ def test_vm_without_token_fails_before_any_request(provisioner: Provisioner, sim
 def test_gc_deletes_leaked_server(services_env: dict[str, str], sim: RunningSimulator) -> None:
     client = Client(token=TOKEN, api_endpoint=sim.endpoint)
     leaked = client.servers.create(
-        name="leaked-one", server_type=ServerType(name="cx22"), image=Image(name="debian-12"), labels={LABEL_PROVISION: provision_label("gone")}
+        name="leaked-one",
+        server_type=ServerType(name="cx22"),
+        image=Image(name="debian-12"),
+        labels={LABEL_PROVISION: provision_label("gone"), LABEL_STORE: store_label(services_env)},
     ).server
+    client.servers.create(
+        name="another-deployment", server_type=ServerType(name="cx22"), image=Image(name="debian-12"), labels={LABEL_PROVISION: provision_label("x")}
+    )
 
     listed = subprocess.run(["provisioner", "gc"], env=services_env, capture_output=True, text=True, check=False)
     deleted = subprocess.run(["provisioner", "gc", "--delete"], env=services_env, capture_output=True, text=True, check=False)
@@ -211,4 +217,4 @@ def test_gc_deletes_leaked_server(services_env: dict[str, str], sim: RunningSimu
     assert "found 1 leaked server(s); run with --delete to remove them" in listed.stderr
     assert deleted.returncode == 0
     assert "deleted 1 leaked server(s)" in deleted.stderr
-    wait_until(lambda: sim.stats()["alive_servers"] == [], 10, message="the leaked server to go")
+    wait_until(lambda: [server["name"] for server in sim.stats()["alive_servers"]] == ["another-deployment"], 10, message="the leaked server to go")

@@ -28,7 +28,7 @@ def _cached_backend(workspace_type: WorkspaceType, settings: Settings) -> Backen
     if workspace_type is WorkspaceType.CONTAINER:
         from workers.backends.container import ContainerBackend
 
-        return ContainerBackend(settings.docker_host, settings.container_network, settings.container_port)
+        return ContainerBackend(settings.docker_host, settings.store_label, settings.container_network, settings.container_port)
     if workspace_type is WorkspaceType.VM:
         return _vm_backend(settings)
     raise InvalidRequest(f"workspace type {workspace_type.value!r} has no backend on this worker")
@@ -45,7 +45,7 @@ def _vm_backend(settings: Settings) -> Backend:
     # One budget per token, keyed by a digest so the token itself never reaches Redis.
     key = f"{settings.key_prefix}:hcloud-budget:{id_digest(vm_settings.endpoint + vm_settings.token)[:16]}"
     gate = RateGate(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10), key)
-    return VmBackend(vm_settings, gate)
+    return VmBackend(vm_settings, settings.store_label, gate)
 
 
 def backend_for(workspace_type: WorkspaceType, settings: Settings | None = None) -> Backend:

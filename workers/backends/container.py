@@ -14,14 +14,16 @@ environment, beside the request's secrets. Two network modes:
 
 Every container carries the label `workspace-provisioner.provision` (the SHA-256
 of the provision id), so a create delivered twice adopts the container the
-first delivery made instead of starting a second one.
+first delivery made instead of starting a second one, and the label
+`workspace-provisioner.store`, which `provisioner gc` uses to find only the
+containers of its own deployment.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
@@ -36,6 +38,7 @@ from workflows.model import ProvisionRecord, WorkspaceType
 
 LABEL_PROVISION = "workspace-provisioner.provision"
 LABEL_PROVISION_ID = "workspace-provisioner.provision-id"
+LABEL_STORE = "workspace-provisioner.store"
 LABEL_PORT = "workspace-provisioner.harness-port"
 NAME_PREFIX = "wp-"
 LOG_TAIL_LINES = 20
@@ -49,8 +52,9 @@ class ContainerBackend:
     running_poll_base_s = 0.1
     running_poll_cap_s = 2.0
 
-    def __init__(self, docker_host: str, network: str = "bridge", container_port: int = 8080) -> None:
+    def __init__(self, docker_host: str, store_label: str, network: str = "bridge", container_port: int = 8080) -> None:
         self.docker_host = docker_host
+        self.store_label = store_label
         self.network = network
         self.container_port = container_port
         self._client: docker.DockerClient | None = None
@@ -117,9 +121,26 @@ class ContainerBackend:
                     pass
         return True
 
+    def leaked_containers(self, is_live: Callable[[str], bool]) -> list[Container]:
+        """Return containers with our label whose provision `is_live(label value)` says is over."""
+        with self._mapped_errors("list containers"):
+            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_STORE}={self.store_label}"})
+        return [container for container in containers if not is_live(container.labels.get(LABEL_PROVISION, ""))]
+
+    def remove_container(self, container: Container) -> None:
+        with self._mapped_errors("remove container"):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
     def _run(self, record: ProvisionRecord, secrets: Mapping[str, str]) -> Container:
         image = record.image
-        labels = {LABEL_PROVISION: id_digest(record.id), LABEL_PROVISION_ID: record.id[:1000]}
+        labels = {
+            LABEL_PROVISION: id_digest(record.id),
+            LABEL_PROVISION_ID: record.id[:1000],
+            LABEL_STORE: self.store_label,
+        }
         options: dict[str, Any] = {"detach": True, "name": NAME_PREFIX + safe_name(record.id), "labels": labels}
 
         if self.network == "host":

@@ -16,7 +16,8 @@ A server is named after the provision id (`names.hostname_label`) and carries
 the label `workspace-provisioner/provision` with a digest of the id, so a create
 delivered twice, or redelivered after its worker died between Hetzner's answer
 and the record write, finds and adopts the server instead of making a second
-one. Cloud-init runs the `user_data` script, which exports the request's
+one. The label `workspace-provisioner/store` names the deployment, so
+`provisioner gc` looks only at its own servers. Cloud-init runs the `user_data` script, which exports the request's
 environment and starts harnessd with HARNESS_ADDR=:8080.
 
 Every request first asks the shared `RateGate`; each backend call makes at most
@@ -52,6 +53,7 @@ from workflows.model import ProvisionRecord, WorkspaceType
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 LABEL_PROVISION = "workspace-provisioner/provision"
+LABEL_STORE = "workspace-provisioner/store"
 HARNESS_PORT = 8080
 # Label values may hold 63 characters; 40 hex digits of SHA-256 keep collisions out of reach.
 _DIGEST_LENGTH = 40
@@ -107,8 +109,9 @@ class VmBackend:
     running_poll_base_s = 0.5
     running_poll_cap_s = 3.0
 
-    def __init__(self, settings: VmSettings, gate: RateGate | None) -> None:
+    def __init__(self, settings: VmSettings, store_label: str, gate: RateGate | None) -> None:
         self.settings = settings
+        self.store_label = store_label
         self.gate = gate
         self._client: Client | None = None
         self._last_probe_inspection: dict[str, float] = {}
@@ -165,7 +168,8 @@ class VmBackend:
 
     def leaked_servers(self, is_live: Callable[[str], bool]) -> list[BoundServer]:
         """Return servers with our label whose provision `is_live(label value)` says is over."""
-        servers = self._call("list servers", lambda: self.client.servers.get_all(label_selector=LABEL_PROVISION))
+        selector = f"{LABEL_PROVISION},{LABEL_STORE}={self.store_label}"
+        servers = self._call("list servers", lambda: self.client.servers.get_all(label_selector=selector))
         return [server for server in servers if not is_live(server.labels.get(LABEL_PROVISION, ""))]
 
     def delete_server(self, server: BoundServer) -> None:
@@ -183,7 +187,7 @@ class VmBackend:
                     image=Image(name=options.get("image") or record.image or self.settings.image),
                     location=Location(name=options.get("location") or self.settings.location),
                     user_data=user_data(secrets, self.settings.install_command),
-                    labels={LABEL_PROVISION: provision_label(record.id)},
+                    labels={LABEL_PROVISION: provision_label(record.id), LABEL_STORE: self.store_label},
                 ),
             )
         except _NameTaken:
