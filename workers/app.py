@@ -5,7 +5,7 @@ Broker and store are the same Redis (REDIS_URL). Settings chosen for durability:
 
 * acks_late with reject_on_worker_lost: a message is acknowledged only after its
   step finished, and a pool process that dies puts its message back at once;
-* prefetch multiplier 1: a worker holds one waiting message per pool process, so
+* prefetch multiplier 1: a worker reserves one waiting message per pool process, so
   messages do not pile up behind one busy worker;
 * probes run on their own queue, `probe`, so slow creates cannot delay them;
 * no result backend: the provision record in Redis is the result;

@@ -126,7 +126,7 @@ def main() -> None:
 @click.option("--server-type", default="", help="Hetzner server type, e.g. cx22 (vm only; default PROVISIONER_VM_SERVER_TYPE).")
 @click.option("--location", default="", help="Hetzner location, e.g. fsn1 (vm only; default PROVISIONER_VM_LOCATION).")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the workspace; repeatable. Values are secret: never recorded or printed.")
-@click.option("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, show_default=True, help="Seconds harnessd may take to answer /healthz once the workspace runs.")
+@click.option("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, show_default=True, help="Seconds harnessd may take to return 200 from /healthz once the workspace runs.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace when the provision fails, for debugging.")
 @click.option("--wait", is_flag=True, help="Wait until the provision is ready, failed or cancelled; exit 0 only if ready.")
 @click.option("--wait-timeout", type=float, default=None, help="Seconds --wait waits at most [default: ready timeout + 300].")

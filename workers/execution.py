@@ -134,8 +134,8 @@ def _outcome(store: Store, record: ProvisionRecord, step: Step, send_continuatio
         if step is Step.DESTROY:
             return _destroy(store, record)
         secrets = store.get_secrets(record.id) if step is Step.CREATE or step is Step.PROBE_HEALTHZ else {}
-        given = StepInput(record=record, backend=backend_for(record.type), now=utc_now(), secrets=secrets)
-        outcome = handlers.HANDLERS[step](given)
+        step_input = StepInput(record=record, backend=backend_for(record.type), now=utc_now(), secrets=secrets)
+        outcome = handlers.HANDLERS[step](step_input)
         if step is Step.HAND_OFF and record.continuation:
             send_continuation(record)
         return outcome

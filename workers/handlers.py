@@ -58,7 +58,7 @@ Outcome = Advance | Reschedule | Fail
 
 @dataclasses.dataclass(frozen=True)
 class StepInput:
-    """What a handler reads: the record, its backend, secrets, and the current time."""
+    """The input of a handler: the record, its backend, secrets, and the current time."""
 
     record: ProvisionRecord
     backend: Backend
@@ -74,9 +74,9 @@ def subject(record: ProvisionRecord) -> str:
     return f"{record.type.value} workspace {record.id}"
 
 
-def create(given: StepInput) -> Outcome:
-    record = given.record
-    workspace = given.backend.create(record, given.secrets)
+def create(step_input: StepInput) -> Outcome:
+    record = step_input.record
+    workspace = step_input.backend.create(record, step_input.secrets)
 
     changes = {
         "status": Status.PROVISIONING,
@@ -90,22 +90,22 @@ def create(given: StepInput) -> Outcome:
     return Advance(after, changes, event)
 
 
-def wait_running(given: StepInput) -> Outcome:
-    record = given.record
-    inspection = given.backend.inspect(record)
+def wait_running(step_input: StepInput) -> Outcome:
+    record = step_input.record
+    inspection = step_input.backend.inspect(record)
 
     if inspection.state is RunState.RUNNING:
         changes = {
-            "running_at": given.now,
-            "deadline": given.now + timedelta(seconds=record.ready_timeout_s),
+            "running_at": step_input.now,
+            "deadline": step_input.now + timedelta(seconds=record.ready_timeout_s),
             "attempts": 0,
         }
         return Advance(Step.PROBE_HEALTHZ, changes, {"event": events.RUNNING})
     if inspection.state is not RunState.STARTING:
         return _workspace_stopped(record, inspection, "while starting")
 
-    backend = given.backend
-    waited_s = (given.now - record.created_at).total_seconds() if record.created_at else 0.0
+    backend = step_input.backend
+    waited_s = (step_input.now - record.created_at).total_seconds() if record.created_at else 0.0
     if waited_s > backend.running_timeout_s:
         error = f"{subject(record)}: not running after {backend.running_timeout_s:g}s (the backend still reports it starting)"
         return Fail(FailureReason.RUNNING_TIMEOUT, error)
@@ -113,23 +113,23 @@ def wait_running(given: StepInput) -> Outcome:
     return Reschedule(countdown, {"attempts": record.attempts + 1})
 
 
-def probe(given: StepInput) -> Outcome:
-    record = given.record
-    deadline = record.deadline or given.now + timedelta(seconds=record.ready_timeout_s)
+def probe(step_input: StepInput) -> Outcome:
+    record = step_input.record
+    deadline = record.deadline or step_input.now + timedelta(seconds=record.ready_timeout_s)
 
-    inspection = given.backend.inspect_while_probing(record)
+    inspection = step_input.backend.inspect_while_probing(record)
     if inspection.port_conflict and record.port_retries < MAX_PORT_RETRIES:
-        return _recreate(given, deadline)
+        return _recreate(step_input, deadline)
     if inspection.state in (RunState.EXITED, RunState.GONE):
         return _workspace_stopped(record, inspection, f"while harnessd at {record.harness_url} was being probed")
 
-    result = given.probe(record.harness_url)
+    result = step_input.probe(record.harness_url)
     attempt = record.attempts + 1
     if result.ready:
-        changes = {"ready_at": given.clock(), "attempts": attempt, "last_error": ""}
+        changes = {"ready_at": step_input.clock(), "attempts": attempt, "last_error": ""}
         return Advance(Step.HAND_OFF, changes, {"event": events.READY, "attempt": attempt})
 
-    remaining_s = (deadline - given.now).total_seconds() - result.elapsed_s
+    remaining_s = (deadline - step_input.now).total_seconds() - result.elapsed_s
     if remaining_s <= 0:
         error = _timeout_message(record, attempt, result.error)
         return Fail(FailureReason.READY_TIMEOUT, error, {"attempt": attempt}, {"attempts": attempt, "deadline": deadline})
@@ -141,20 +141,20 @@ def probe(given: StepInput) -> Outcome:
     return Reschedule(probe_countdown_s(attempt - 1, remaining_s), changes, event)
 
 
-def hand_off(given: StepInput) -> Outcome:
-    changes = {"status": Status.READY, "handed_off_at": given.now}
+def hand_off(step_input: StepInput) -> Outcome:
+    changes = {"status": Status.READY, "handed_off_at": step_input.now}
     event = {
         "event": events.PROVISIONED,
-        "harness_url": given.record.harness_url,
-        "workspace_path": given.record.workspace_path,
+        "harness_url": step_input.record.harness_url,
+        "workspace_path": step_input.record.workspace_path,
     }
     return Advance(Step.DONE, changes, event)
 
 
-def _recreate(given: StepInput, deadline: datetime) -> Outcome:
-    record = given.record
-    recreate = getattr(given.backend, "recreate")
-    workspace = recreate(record, given.secrets)
+def _recreate(step_input: StepInput, deadline: datetime) -> Outcome:
+    record = step_input.record
+    recreate = getattr(step_input.backend, "recreate")
+    workspace = recreate(record, step_input.secrets)
     changes = {
         "handle": workspace.handle,
         "harness_url": workspace.harness_url,

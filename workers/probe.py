@@ -1,7 +1,7 @@
 """
 One bounded readiness probe: `GET {harness_url}/healthz`.
 
-Harnessd counts as ready only when `/healthz` itself answers 200. The probe
+Harnessd counts as ready only when `/healthz` itself returns 200. The probe
 protects the worker from whatever listens on the port:
 
 * the whole attempt (connect, request, headers, body) has one wall-clock budget,
@@ -46,7 +46,7 @@ _GZIP_OR_ZLIB = 47
 
 
 class ProbeErrorKind(str, enum.Enum):
-    """Why a probe attempt did not find harnessd ready."""
+    """The reason a probe attempt did not find harnessd ready."""
 
     CONNECTION_REFUSED = "connection_refused"
     CONNECT_ERROR = "connect_error"

@@ -54,7 +54,7 @@ class StoreUnavailable(ProvisionError):
 
 
 class BackendError(ProvisionError):
-    """A backend failed; the message says what it tried and what the service returned."""
+    """A backend failed. The message names what it tried and what the service returned."""
 
 
 class BackendUnavailable(BackendError):

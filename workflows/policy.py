@@ -34,7 +34,7 @@ PROBE_CAP_S = 0.5
 LEASE_TTL_S = 6.0
 # No step message waits longer than this; a longer wait (a rate limit) re-checks then.
 MAX_COUNTDOWN_S = 60.0
-# The longest a step may run: a Docker create or a git worktree add of a large repository.
+# Maximum run time of one step, such as a Docker create or a git worktree add of a large repository.
 MAX_STEP_S = 120.0
 # A step that started this many times without finishing is killing its worker.
 MAX_STEP_STARTS = 5

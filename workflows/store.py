@@ -43,7 +43,7 @@ from workflows.model import (
 )
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# Secrets outlive any sane provision, but not forever if nobody destroys it.
+# Secrets outlive any sane provision, but expire even if the provision is never destroyed.
 SECRETS_TTL_S = 7 * 24 * 3600
 EVENTS_MAX_LENGTH = 10_000
 
@@ -156,7 +156,7 @@ def _wrap_redis_errors(method: Callable[P, R]) -> Callable[P, R]:
 
 @dataclasses.dataclass(frozen=True)
 class BeginResult:
-    """What `Store.begin_step` found: `outcome` is ok, stale, leased or missing."""
+    """The result of `Store.begin_step`: `outcome` is ok, stale, leased or missing."""
 
     outcome: str
     # Milliseconds the current lease has left when `outcome` is leased; start count when ok.

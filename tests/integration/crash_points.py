@@ -25,9 +25,9 @@ _client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
 
 
 def _crash_after(step: Step, handler: Callable[[handlers.StepInput], handlers.Outcome]) -> Callable[[handlers.StepInput], handlers.Outcome]:
-    def run(given: handlers.StepInput) -> handlers.Outcome:
-        outcome = handler(given)
-        key = f"test:crash:{given.record.id}:{step.value}"
+    def run(step_input: handlers.StepInput) -> handlers.Outcome:
+        outcome = handler(step_input)
+        key = f"test:crash:{step_input.record.id}:{step.value}"
         mode = _client.get(key)
         if mode in ("child", "group"):
             _client.delete(key)

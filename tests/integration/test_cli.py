@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import unique_id
+from tests.integration.conftest import RedisServer, unique_id
+from workflows.model import ProvisionRequest, WorkspaceType
+from workflows.store import Store
 
 EXIT_PROVISION_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_CONFLICT = 1, 2, 3, 4, 5
 
@@ -46,10 +48,26 @@ def test_invalid_input_is_one_line(services_env: dict[str, str], arguments: tupl
 
 
 @pytest.mark.parametrize("command", ["status", "events", "retry", "cancel", "destroy"])
-def test_unknown_id_is_not_found(services_env: dict[str, str], command: str) -> None:
+def test_unknown_id_is_not_found(services_env: dict[str, str], store: Store, command: str) -> None:
+    store.create(ProvisionRequest(id=unique_id("known"), type=WorkspaceType.LOCAL), {}, {"event": "workspace.provision_requested"})
     provision_id = unique_id("missing")
 
     assert_one_line_error(run_cli(services_env, command, provision_id), EXIT_NOT_FOUND, f"provision {provision_id!r} not found")
+
+
+def test_unknown_id_in_empty_redis_hints_data_loss(services_env: dict[str, str], tmp_path: Path) -> None:
+    empty = RedisServer(tmp_path / "empty-redis").start()
+    try:
+        result = run_cli(services_env | {"REDIS_URL": empty.url}, "status", "ws-1")
+    finally:
+        empty.stop()
+
+    assert_one_line_error(
+        result,
+        EXIT_NOT_FOUND,
+        "provision 'ws-1' not found; this Redis holds no provision at all, so if it restarted without persistence "
+        "every record was lost (run it with appendonly yes)",
+    )
 
 
 def test_unreachable_redis_names_url(services_env: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ from workflows.model import ProvisionRecord, WorkspaceType
 
 
 class RunState(str, enum.Enum):
-    """What the backend reports about a workspace's kernel or process."""
+    """The state of a workspace's kernel or process, as its backend reports it."""
 
     # Made, not running yet (Docker "created", Hetzner "initializing" or "starting").
     STARTING = "starting"
@@ -39,7 +39,7 @@ class RunState(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Workspace:
-    """What `create` made: the handle to find it again, and where the run reaches it."""
+    """A created workspace: the handle to find it again, and where the run reaches it."""
 
     handle: str
     harness_url: str = ""
@@ -75,7 +75,7 @@ class Backend(Protocol):
         ...
 
     def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
-        """Like `inspect`, but may answer from a recent reading to spare a rate-limited API."""
+        """Like `inspect`, but may return a recent reading to spare a rate-limited API."""
         ...
 
     def destroy(self, record: ProvisionRecord) -> bool:

@@ -5,8 +5,8 @@ The container gets `HARNESS_ADDR` (host:port harnessd must serve on) in its
 environment, beside the request's secrets. Two network modes:
 
 * bridge (default): harnessd serves on 0.0.0.0:PROVISIONER_CONTAINER_PORT inside
-  the container; the engine publishes that port on a free 127.0.0.1 port and the
-  backend reads the host port back, so no port is picked by us and none races;
+  the container. The engine publishes that port on a free 127.0.0.1 port and the
+  backend reads the host port back, so no port is picked by us and none races.
 * host: the backend picks a free 127.0.0.1 port and harnessd binds it directly.
   Another process may take the port before harnessd binds it; the container then
   exits, `inspect` reports a port conflict, and the probe step makes the
@@ -69,7 +69,7 @@ class ContainerBackend:
         return self._client
 
     def ping(self) -> None:
-        """Raise BackendUnavailable, naming the engine URL, unless the Docker engine answers."""
+        """Raise BackendUnavailable, naming the engine URL, unless the Docker engine responds."""
         with self._mapped_errors("ping"):
             self.client.ping()
 
@@ -122,7 +122,7 @@ class ContainerBackend:
         return True
 
     def leaked_containers(self, is_live: Callable[[str], bool]) -> list[Container]:
-        """Return containers with our label whose provision `is_live(label value)` says is over."""
+        """Return this deployment's containers whose provision label `is_live` rejects."""
         with self._mapped_errors("list containers"):
             containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_STORE}={self.store_label}"})
         return [container for container in containers if not is_live(container.labels.get(LABEL_PROVISION, ""))]

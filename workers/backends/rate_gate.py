@@ -1,8 +1,8 @@
 """
 A request budget for the Hetzner Cloud API, shared by every worker through Redis.
 
-Hetzner counts every request of a project against one bucket and says how full
-it is in each response: `RateLimit-Limit` (bucket size), `RateLimit-Remaining`
+Hetzner counts every request of a project against one bucket and reports how
+full it is in each response: `RateLimit-Limit` (bucket size), `RateLimit-Remaining`
 and `RateLimit-Reset` (Unix time when the bucket is full again). The hcloud SDK
 ignores these headers, so the VM backend feeds them to this gate, and asks it
 before each request:
@@ -74,7 +74,7 @@ class RateGate:
     **Parameters**
 
     * client - Redis, shared by all workers.
-    * key - the hash that holds the budget; one per token.
+    * key - the Redis hash of the budget, one per token.
     """
 
     def __init__(self, client: redis.Redis, key: str) -> None:

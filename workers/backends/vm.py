@@ -14,7 +14,7 @@ Settings (environment of the worker):
 
 A server is named after the provision id (`names.hostname_label`) and carries
 the label `workspace-provisioner/provision` with a digest of the id, so a create
-delivered twice, or redelivered after its worker died between Hetzner's answer
+delivered twice, or redelivered after its worker died between Hetzner's response
 and the record write, finds and adopts the server instead of making a second
 one. The label `workspace-provisioner/store` names the deployment, so
 `provisioner gc` looks only at its own servers. Cloud-init runs the `user_data` script, which exports the request's
@@ -125,8 +125,8 @@ class VmBackend:
         return self._client
 
     def create(self, record: ProvisionRecord, secrets: Mapping[str, str]) -> Workspace:
-        # The first start of the create step cannot have made a server yet, so it
-        # spares the API a lookup; any later start (a redelivery after a crash) looks.
+        # The first start of the create step cannot have made a server yet, so it skips the
+        # lookup and saves API budget. Any later start is a redelivery after a crash, so it looks.
         server = self._find(record) if record.step_starts != 1 else None
         if server is None:
             server = self._create_or_adopt(record, secrets)
@@ -141,7 +141,7 @@ class VmBackend:
         if server.status in ("initializing", "starting"):
             return Inspection(RunState.STARTING)
 
-        # Any other status means the boot stopped; a failed action says why.
+        # Any other status means the boot stopped, and a failed action gives the reason.
         failed = self._call("list server actions", lambda: self.client.servers.get_actions_list(server, status=["error"]))
         reasons = [f"action {action.command} failed: {(action.error or {}).get('message', '?')}" for action in failed.actions]
         return Inspection(RunState.EXITED, log_tail="; ".join(reasons) or f"server status is {server.status}")
@@ -167,7 +167,7 @@ class VmBackend:
         return not servers
 
     def leaked_servers(self, is_live: Callable[[str], bool]) -> list[BoundServer]:
-        """Return servers with our label whose provision `is_live(label value)` says is over."""
+        """Return this deployment's servers whose provision label `is_live` rejects."""
         selector = f"{LABEL_PROVISION},{LABEL_STORE}={self.store_label}"
         servers = self._call("list servers", lambda: self.client.servers.get_all(label_selector=selector))
         return [server for server in servers if not is_live(server.labels.get(LABEL_PROVISION, ""))]
@@ -240,11 +240,11 @@ class VmBackend:
 
 
 class _NameTaken(BackendError):
-    """Hetzner answered uniqueness_error: a server with that name exists."""
+    """Hetzner returned uniqueness_error: a server with that name exists."""
 
 
 class _NotFound(BackendError):
-    """Hetzner answered not_found."""
+    """Hetzner returned not_found."""
 
 
 def _mapped(action: str, exc: APIException) -> BackendError:

@@ -71,7 +71,7 @@ class WorktreeBackend:
 
 
 def repository_root(repo: str) -> Path:
-    """Return the top folder of the git repository at `repo`; raise BackendError if it is none."""
+    """Return the top folder of the git repository at `repo`; raise BackendError if `repo` is not in one."""
     path = Path(repo).expanduser()
     if not path.is_dir():
         raise BackendError(f"repository {repo} is not a directory")
