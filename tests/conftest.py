@@ -3,7 +3,8 @@ Fixtures shared by all tests: free loopback ports, the Docker engine, the harnes
 
 Outside CI, tests that need Docker are skipped when no engine responds. In CI
 (CI=true) they fail instead, because scripts/ensure-services.sh starts an
-engine before the tests run.
+engine before the tests run. Importing `tests.network_guard` here makes any
+connection from the test process to an address outside loopback fail.
 """
 
 from __future__ import annotations

@@ -137,6 +137,8 @@ def _outcome(store: Store, record: ProvisionRecord, step: Step, send_continuatio
         step_input = StepInput(record=record, backend=backend_for(record.type), now=utc_now(), secrets=secrets)
         outcome = handlers.HANDLERS[step](step_input)
         if step is Step.HAND_OFF and record.continuation:
+            # NOTE: the continuation is sent before the commit. A worker killed between the
+            # two sends it again on redelivery, so a run may, rarely, receive two hand-offs.
             send_continuation(record)
         return outcome
     except BackendError as exc:

@@ -57,6 +57,17 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def loopback_ipv4(text: str) -> str:
+    """Return `text` if it is an IPv4 address in 127.0.0.0/8, else raise ArgumentTypeError."""
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+    if not address.is_loopback:
+        raise argparse.ArgumentTypeError(f"{text} is not in 127.0.0.0/8")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `hcloud-sim`."""
     parser = argparse.ArgumentParser(
@@ -75,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit", type=positive_int, metavar="N_PER_MINUTE",
                         help="allow N requests, refilled at N per minute (default: 3600 per hour, 1 per second)")
     parser.add_argument("--token", help="the only accepted API token (default: any non-empty token)")
+    parser.add_argument("--first-address", type=loopback_ipv4, default="127.0.0.2",
+                        help="first loopback address given to a server; give simulators that run side by side "
+                             "different ones (default: 127.0.0.2)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level of the messages on stderr (default: INFO)")
     return parser
@@ -93,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         broken_bootstrap=args.broken_bootstrap,
         rate_limit_per_minute=args.rate_limit,
         token=args.token,
+        first_address=args.first_address,
     )
     simulation = Simulation(config)
     try:

@@ -40,6 +40,8 @@ class SimConfig:
     rate_limit_per_minute: int | None = None
     # The only accepted bearer token; None accepts any non-empty token.
     token: str | None = None
+    # The first loopback address handed to a server.
+    first_address: str = "127.0.0.2"
 
 
 class Lifecycle:

@@ -69,7 +69,7 @@ class Simulation:
         self._next_server_id = 1
         self._next_action_id = 1
         self._next_primary_ip_id = 1
-        self._ips = IpPool(reserved={config.host})
+        self._ips = IpPool(reserved={config.host}, first=config.first_address)
         self._counters = RequestCounters()
         self._statuses: Counter[int] = Counter()
         self._bucket = self._default_bucket()

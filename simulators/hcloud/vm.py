@@ -10,6 +10,7 @@ share one process group that the simulator can kill as a whole.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import logging
 import os
 import shlex
@@ -32,23 +33,43 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class IpPool:
-    """Hands out loopback addresses from 127.0.0.2 upward, lowest free first."""
+    """
+    Hands out loopback addresses from `first` upward, lowest free first.
 
-    def __init__(self, reserved: set[str]) -> None:
+    An address whose harnessd port another process already listens on (a second
+    simulator on the same machine, say) is skipped, so a probe of one simulator's
+    server never reaches another's harnessd. Simulators that run side by side
+    should still start at different `first` addresses, because a server that has
+    not bound its port yet cannot be seen.
+    """
+
+    def __init__(self, reserved: set[str], first: str = "127.0.0.2", port: int = 8080) -> None:
         self._reserved = set(reserved)
         self._in_use: set[str] = set()
+        self._first = first
+        self._port = port
 
     def allocate(self) -> str | None:
         """Return a free address, or None when 127.0.0.0/8 is used up."""
-        candidate = int(ipaddress.IPv4Address("127.0.0.2"))
+        candidate = int(ipaddress.IPv4Address(self._first))
         last = int(ipaddress.IPv4Address("127.255.255.254"))
         while candidate <= last:
             address = str(ipaddress.IPv4Address(candidate))
-            if candidate % 256 not in (0, 255) and address not in self._in_use | self._reserved:
+            if candidate % 256 not in (0, 255) and address not in self._in_use | self._reserved and self._port_free(address):
                 self._in_use.add(address)
                 return address
             candidate += 1
         return None
+
+    def _port_free(self, address: str) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+            # SO_REUSEADDR lets connections in TIME_WAIT pass: only a listener makes the address busy.
+            probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe_socket.bind((address, self._port))
+            except OSError:
+                return False
+        return True
 
     def release(self, address: str) -> None:
         """Make an address available again."""

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hcloud import Client
 
-from .support import FAST_DELAYS, TOKEN, RunningSimulator, start_simulator
+from .support import FAST_DELAYS, FIRST_ADDRESS, TOKEN, RunningSimulator, start_simulator
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
     """One simulator per test module, with short boot and bootstrap delays."""
-    running = start_simulator(tmp_path_factory.mktemp("hcloud-sim"), *FAST_DELAYS)
+    running = start_simulator(tmp_path_factory.mktemp("hcloud-sim"), *FAST_DELAYS, "--first-address", FIRST_ADDRESS)
     yield running
     assert running.stop() == 0
 

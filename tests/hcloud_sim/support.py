@@ -8,6 +8,7 @@ that no VM process group the simulator reported is still alive.
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -34,6 +35,8 @@ LISTENING_RE = re.compile(r"^hcloud-sim listening on (?P<endpoint>http://\S+/v1)
 STARTUP_TIMEOUT = 10.0
 
 #: Delays the test simulators boot with, in seconds; short so the suite stays fast.
+# Servers of the module simulators start here, apart from other simulators on the machine.
+FIRST_ADDRESS = f"127.{random.randint(1, 250)}.0.2"
 FAST_DELAYS = ("--boot-delay", "0.2", "--bootstrap-delay", "0.05")
 
 #: user_data that starts the harnessd stand-in on port 8080 of the server's address.

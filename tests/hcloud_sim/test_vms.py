@@ -8,6 +8,7 @@ import httpx
 from hcloud import Client
 
 from .support import (
+    FIRST_ADDRESS,
     HARNESSD_USER_DATA,
     RunningSimulator,
     create_running_server,
@@ -58,7 +59,8 @@ def test_servers_get_consecutive_addresses(client: Client) -> None:
 
     addresses = [public_ip(server) for server in servers]
 
-    assert addresses == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    prefix = FIRST_ADDRESS.rsplit(".", 1)[0]
+    assert addresses == [f"{prefix}.2", f"{prefix}.3", f"{prefix}.4"]
 
 
 def test_user_data_sees_its_environment(client: Client, sim: RunningSimulator) -> None:

@@ -12,6 +12,7 @@ Hetzner simulator. The Docker fixtures live in the root conftest.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -152,8 +153,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def hcloud_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimulator]:
-    """One Hetzner simulator for the session; servers boot in 1 s and start harnessd 0.5 s later."""
-    running = start_simulator(tmp_path_factory.mktemp("hcloud-sim"), "--boot-delay", "1", "--bootstrap-delay", "0.5")
+    """
+    One Hetzner simulator for the session; servers boot in 1 s and start harnessd 0.5 s later.
+
+    Its servers get addresses from a random 127.N.0.0/16, apart from those of a
+    demo or benchmark simulator running at the same time.
+    """
+    first_address = f"127.{random.randint(1, 250)}.0.2"
+    arguments = ("--boot-delay", "1", "--bootstrap-delay", "0.5", "--first-address", first_address)
+    running = start_simulator(tmp_path_factory.mktemp("hcloud-sim"), *arguments)
     yield running
     assert running.stop() == 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import time
 
@@ -185,3 +186,23 @@ def test_gc_removes_leaked_container(services_env: dict[str, str], harnessd_imag
     assert deleted.stderr == "deleted 1 leaked container(s)\n"
     assert docker_client.containers.list(all=True, filters={"id": leaked.id}) == []
 
+
+
+def test_taken_host_port_recreates_container(provisioner: Provisioner, store: Store, harnessd_image, docker_client, worker) -> None:
+    provision_id = unique_id("port")
+    provisioner.submit(_request(provision_id, harnessd_image), secrets={"HARNESSD_BOOT_DELAY": "2"})
+    first_url = wait_until(lambda: provisioner.get(provision_id).harness_url, 10, message="a harness URL")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", int(first_url.rsplit(":", 1)[1])))
+    squatter.listen()
+
+    try:
+        record = wait_terminal(provisioner, provision_id, 40)
+    finally:
+        squatter.close()
+
+    assert record.status is Status.READY
+    assert record.harness_url != first_url
+    assert record.port_retries == 1
+    assert event_names(store, provision_id).count(events.RECREATED) == 1
+    assert len(containers_of(docker_client, provision_id)) == 1

@@ -246,6 +246,8 @@ def _looks_like_port_conflict(container: Container, logs: str) -> bool:
 
 def _port_taken(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+        # SO_REUSEADDR lets connections in TIME_WAIT pass: only a listener makes the port taken.
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe_socket.bind(("127.0.0.1", port))
         except OSError as exc:
