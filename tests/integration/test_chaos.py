@@ -14,9 +14,9 @@ lists), the Docker engine and the simulator's stats, never a log. The driver
 (`run_chaos`) and the checks (`find_violations`) are plain functions, so
 `bench.recovery` runs the same chaos and reports its counts.
 
-Set CHAOS_SEED to replay a run's plan and kill order; the seed is printed at
-the start, and pytest shows it with the output of a failed test. Timing still
-differs between runs, so a replay is not exact.
+Set CHAOS_SEED to replay a run's plan and kill order. The test prints the
+seed at its start, and pytest shows that output when the test fails. Timing
+still differs between runs, so a replay is not exact.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ SAMPLE_INTERVAL_S = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class ChaosPlan:
-    """How much chaos: provisions, their submission window, the kill period and its pace."""
+    """The size and pace of a chaos run: provisions, their submission window, the kill period and its pace."""
 
     provision_count: int = 50
     # Provisions are submitted at random moments in the first `submit_window_s` seconds.
@@ -138,7 +138,7 @@ class ChaosRun:
     records: dict[str, ProvisionRecord]
     event_names: dict[str, list[str]]
     handoff_counts: dict[str, int]
-    # The most containers and servers each provision owned at one sample, and what it owns at the end.
+    # The maximum count of containers and of servers each provision owned at one sample, and the counts at the end.
     max_containers: collections.Counter[str]
     max_servers: collections.Counter[str]
     final_containers: collections.Counter[str]
@@ -451,9 +451,9 @@ def describe_run(run: ChaosRun) -> str:
 
 def remove_containers(docker_client: docker.DockerClient, provision_ids: Iterable[str]) -> None:
     """Remove the containers of the given provisions, and no other."""
-    wanted = set(provision_ids)
+    removable = set(provision_ids)
     for item in docker_client.api.containers(all=True, filters={"label": LABEL_PROVISION_ID}):
-        if (item.get("Labels") or {}).get(LABEL_PROVISION_ID) in wanted:
+        if (item.get("Labels") or {}).get(LABEL_PROVISION_ID) in removable:
             try:
                 docker_client.api.remove_container(item["Id"], force=True)
             except docker.errors.NotFound:
