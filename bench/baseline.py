@@ -58,12 +58,11 @@ def provision_container(run_id: str, image: str, boot_delay_s: float) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     attempts = 0
     while True:
-        # Stamped before the attempt, as the chain stamps ready_at before the probe step's work.
-        attempt_at = time.time()
         result = probe_healthz(workspace.harness_url)
         attempts += 1
         if result.ready:
-            _report(run_id, {"ready_at": attempt_at, "returned_at": time.time(), "attempts": attempts})
+            # Stamped after the successful GET, as the chain stamps ready_at.
+            _report(run_id, {"ready_at": time.time(), "returned_at": time.time(), "attempts": attempts})
             return
         if time.monotonic() > deadline:
             _report(run_id, {"error": f"harnessd at {workspace.harness_url} not ready after {READY_TIMEOUT_S:g}s: {result.error}"})

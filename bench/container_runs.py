@@ -8,8 +8,8 @@ whole range. For each run, in Unix seconds:
 
 * serving_at: when the container's port first listened (`bench.serving`);
 * ready_at: for the chain, the record's ready_at, which the probe step stamps
-  when it starts, before its Docker inspect and its GET; for the baseline, the
-  time stamped just before its successful GET;
+  right after its successful GET; for the baseline, the time stamped right
+  after its successful GET;
 * handed_off_at: for the chain, the record's handed_off_at; for the
   baseline, the time its task returned.
 """

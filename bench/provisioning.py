@@ -1,7 +1,7 @@
 """
 Benchmark of provisioning latency: the durable chain against a 2-second polling loop.
 
-    python -m bench.provisioning            # full run; writes docs/benchmarks.md
+    python -m bench.provisioning            # full run; writes its part of docs/benchmarks.md
     python -m bench.provisioning --quick    # smoke run; prints only
 
 Everything runs on this machine over real services that the run starts and
@@ -27,7 +27,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -43,7 +42,20 @@ import redis
 from bench import container_runs, local_runs
 from bench.container_runs import ContainerRun
 from bench.local_runs import LocalTimings, RunFailed
-from bench.report import Row, Table, Target, describe_spread, format_ms, render_page, render_table
+from bench.report import (
+    PAGE_TITLE,
+    Row,
+    Table,
+    Target,
+    code_version,
+    cpu_model,
+    describe_spread,
+    format_ms,
+    load_average,
+    render_page,
+    render_table,
+    replace_part,
+)
 from bench.services import REPO_ROOT, ServiceError, progress
 from bench.session import Session
 from simulators.harnessd_image import HarnessdImageError
@@ -144,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if options.keep_logs is not None:
                 session.copy_logs(options.keep_logs)
 
-    facts["Load average after (1, 5, 15 min)"] = _load_average()
+    facts["Load average after (1, 5, 15 min)"] = load_average()
     publish(results, plan, facts, output)
     return EXIT_OK
 
@@ -189,39 +201,17 @@ def collect_facts(session: Session, plan: Plan, argv: Sequence[str] | None) -> d
     return {
         "Date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "Command": "`" + " ".join(["python -m bench.provisioning", *arguments]) + "`",
-        "Code": _code_version(),
+        "Code": code_version(),
         "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
-        "CPU model": _cpu_model(),
+        "CPU model": cpu_model(),
         "Kernel": platform.release(),
         "Python": platform.python_version(),
         "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
         "redis-server": f"{session.redis_server.version()} (private, loopback, no persistence)",
         "Docker engine": f"{session.docker.version().get('Version', '?')} (containers on the host network)",
         "Worker": f"one `celery -A workers worker -c {plan.worker_concurrency}` (prefork), log level info",
-        "Load average before (1, 5, 15 min)": _load_average(),
+        "Load average before (1, 5, 15 min)": load_average(),
     }
-
-
-def _code_version() -> str:
-    """Return the commit the benchmark ran, noting uncommitted changes to the measured packages."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        changes = subprocess.run(["git", "status", "--porcelain", "--", "workers", "workflows"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {commit}" + (" with uncommitted changes in workers/ or workflows/" if changes.strip() else "")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "model name":
-            return value.strip()
-    return platform.processor() or "unknown"
-
-
-def _load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def describe_method(plan: Plan) -> str:
@@ -235,11 +225,11 @@ def describe_method(plan: Plan) -> str:
 - Local runs go one at a time: {plan.local_warmup_count} untimed warm-up runs, then {plan.local_run_count} timed runs per approach.
 - **Container, serving**: the first moment the container's port is in LISTEN state, seen by polling the kernel's
   socket table (NETLINK_SOCK_DIAG) every millisecond; this is the earliest moment a probe can succeed.
-- **Container, detection**: the chain's record `ready_at` minus serving. The probe step stamps `ready_at` when it
-  starts, before its Docker inspect call and its GET, so the figure leaves out that step's own work.
+- **Container, detection**: the chain's record `ready_at` minus serving. The probe step stamps `ready_at` right
+  after its successful GET.
   The baseline (`bench.baseline.provision_container`) creates the container through the same `ContainerBackend`,
   then runs the same one-attempt probe in a loop with `time.sleep(2)` between attempts, and stamps its ready time
-  just before the successful GET.
+  right after the successful GET.
 - **Container, hand-off**: the chain's `handed_off_at` minus serving; for the baseline, its task's return time minus serving.
 - Container runs: {plan.container_run_count} per approach, boot delays spread evenly over {plan.boot_delay_low_s:g} to
   {plan.boot_delay_high_s:g} s (`HARNESSD_BOOT_DELAY`), in batches of {plan.container_batch_size} started together.
@@ -257,7 +247,7 @@ def describe_notes(results: Results) -> list[str]:
             notes.append(f"Container {name}: the port listened {describe_spread(leads)} ms after the Docker timestamp of the \"serving on\" log line.")
         negative = sum(1 for run in runs if run.detection_ms < 0)
         if negative:
-            notes.append(f"Container {name}: {negative} of {len(runs)} runs had ready_at before serving, because ready_at is stamped when the probe step starts, before its Docker inspect call and its GET.")
+            notes.append(f"Container {name}: {negative} of {len(runs)} runs had ready_at before the port was seen listening, so the listening detector was late for them.")
         attempts = statistics.median(run.readiness.probe_attempts for run in runs)
         notes.append(f"Container {name}: median {attempts:g} probe attempts per container.")
         resumed = [run for run in runs if run.readiness.resumed_steps]
@@ -283,7 +273,8 @@ def publish(results: Results, plan: Plan, facts: dict[str, str], output: Path | 
 
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render_page(facts, tables, describe_method(plan), notes))
+        existing = output.read_text() if output.exists() else ""
+        output.write_text(replace_part(existing, PAGE_TITLE, render_page(facts, tables, describe_method(plan), notes)))
         progress(f"wrote {output}")
 
 

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import platform
 import statistics
+import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bench.services import REPO_ROOT
+
+# The heading of the provisioning latency part of docs/benchmarks.md.
+PAGE_TITLE = "Benchmarks: provisioning latency"
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -115,12 +124,12 @@ def describe_spread(values: Sequence[float]) -> str:
 def render_page(facts: Mapping[str, str], tables: Sequence[Table], method: str, notes: Sequence[str]) -> str:
     """Return the whole Markdown page: facts about the machine and run, tables, method, notes."""
     parts = [
-        "# Benchmarks: provisioning latency",
+        f"# {PAGE_TITLE}",
         "",
         "The durable chain of Celery tasks (create, wait_running, probe_healthz, hand_off) against the "
         "approach it replaces, one task that polls harnessd every 2 seconds. "
         "`python -m bench.provisioning` measured these figures on real Celery workers, a real redis-server "
-        "and a real Docker engine, and wrote this page. Running it again replaces the page.",
+        "and a real Docker engine, and wrote this part of the page. Running it again replaces this part.",
         "",
         "## Machine and run",
         "",
@@ -134,3 +143,43 @@ def render_page(facts: Mapping[str, str], tables: Sequence[Table], method: str, 
     parts += ["## What is measured", "", method.strip(), "", "## Notes from this run", ""]
     parts += [f"- {note}" for note in notes]
     return "\n".join(parts) + "\n"
+
+
+def replace_part(page: str, title: str, part: str) -> str:
+    """
+    Return `page` with the part headed `# {title}` replaced by `part`, or with `part` appended.
+
+    A part runs from its level-1 heading to the next level-1 heading, so each
+    benchmark rewrites only its own part of a shared page.
+    """
+    lines = page.splitlines(keepends=True)
+    heading = f"# {title}"
+    start = next((index for index, line in enumerate(lines) if line.rstrip("\n") == heading), None)
+    if start is None:
+        before = "".join(lines).rstrip("\n")
+        return (before + "\n\n" if before else "") + part
+    end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("# ")), len(lines))
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + part + ("\n" + after if after else "")
+
+
+def code_version() -> str:
+    """Return the commit the benchmark ran, noting uncommitted changes to the measured packages."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--", "workers", "workflows"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" with uncommitted changes in workers/ or workflows/" if changes.strip() else "")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())

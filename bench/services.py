@@ -132,20 +132,22 @@ class CeleryWorker:
     * log_path - file that receives its stdout and stderr.
     * concurrency - pool processes (`-c`).
     * includes - extra task modules (`--include`).
+    * app - the Celery app module (`-A`).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int, includes: tuple[str, ...] = ()) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int, includes: tuple[str, ...] = (), app: str = "workers") -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
         self.includes = includes
+        self.app = app
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def command(self) -> list[str]:
         name = f"bench-{uuid.uuid4().hex[:8]}@%h"
         command = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-n", name,
+            sys.executable, "-m", "celery", "-A", self.app, "worker", "-l", "info", "-n", name,
             "-c", str(self.concurrency), "--without-mingle", "--without-gossip",
         ]
         if self.includes:
@@ -153,12 +155,20 @@ class CeleryWorker:
         return command
 
     def start(self) -> CeleryWorker:
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def spawn(self) -> None:
+        """Start the subprocess and return at once, before the worker is ready."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_ready(self) -> None:
+        """Block until the worker logs that it is ready; raise ServiceError if it exits or takes too long."""
         wait_for(self._ready, START_TIMEOUT_S, f"celery worker to be ready (log {self.log_path})")
-        return self
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -170,3 +180,9 @@ class CeleryWorker:
     def stop(self) -> None:
         if self.process is not None:
             stop_process_group(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL the main process and every pool process at once, as the OOM killer or a lost host would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE_S)

@@ -162,3 +162,17 @@ def test_submit_wait_failed_exits_one(services_env: dict[str, str], tmp_path: Pa
     record = json.loads(result.stdout)
     assert record["status"] == "failed"
     assert record["last_error"] == f"worktree workspace {provision_id}: {not_a_repo} is not a git repository"
+
+
+def test_events_follow_ends_with_provision(services_env: dict[str, str], harnessd_image, worker) -> None:
+    provision_id = unique_id("follow")
+    submitted = run_cli(services_env, "submit", "--type", "container", "--id", provision_id, "--image", harnessd_image, "--env", "HARNESSD_BOOT_DELAY=2")
+    assert submitted.returncode == 0, submitted.stderr
+
+    followed = run_cli(services_env, "events", provision_id, "--follow", "--json", timeout_s=60)
+
+    assert followed.returncode == 0, followed.stderr
+    names = [json.loads(line)["event"] for line in followed.stdout.splitlines()]
+    assert names[0] == "workspace.provision_requested"
+    assert "workspace.probing" in names
+    assert names[-1] == "workspace.provisioned"
