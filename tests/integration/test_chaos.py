@@ -443,10 +443,15 @@ def describe_run(run: ChaosRun) -> str:
     """Return one line that sums up a run: its seed, kills and end states."""
     statuses = collections.Counter(record.status.value for record in run.records.values())
     reasons = collections.Counter(record.failure_reason for record in run.records.values() if record.failure_reason)
+    kill_times = ", ".join(f"{kill_time_s:g}" for kill_time_s in run.kill_times_s)
     return (
-        f"chaos seed {run.seed}: {len(run.planned)} provisions, {len(run.kill_times_s)} kills at {run.kill_times_s} s; "
-        f"end states {dict(statuses)}; failure reasons {dict(reasons)}"
+        f"seed {run.seed}, {len(run.planned)} provisions, {len(run.kill_times_s)} kills at {kill_times} s after the first submission. "
+        f"End states: {_describe_counts(statuses)}. Failure reasons: {_describe_counts(reasons) or 'none'}"
     )
+
+
+def _describe_counts(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in counts.most_common())
 
 
 def remove_containers(docker_client: docker.DockerClient, provision_ids: Iterable[str]) -> None:
@@ -488,7 +493,7 @@ def test_chaos_run_ends_every_provision_once(
     chaos_cleanup.extend(item.id for item in planned)
 
     run = run_chaos(plan, seed, planned, provisioner, start_worker, docker_client, hcloud_sim)
-    print(describe_run(run))
+    print(f"chaos run: {describe_run(run)}")
     violations = find_violations(run)
 
     assert len(run.kill_times_s) >= 5
