@@ -71,10 +71,9 @@ EXIT_INTERRUPTED = 130
 
 # Added to the notes when the reconciler had to send a step again.
 LEASE_NOTE = (
-    "A step is re-sent when its message was lost or postponed. `workers.execution.run_step` sends the next step's "
-    "message before it releases the current step's lease, so the next step can start while the lease is still held. "
-    "That step then postpones itself by the lease's remaining TTL (up to 15 s), and the reconciler sends it again "
-    "after 3 to 5 s. The worker log (`--keep-logs DIR`) shows such a postponement as `retry: Retry in 14.9s`."
+    "A step is sent again by the reconciler when it is overdue by more than 3 s and no worker holds its lease, "
+    "which happens when its message was lost or waited behind busy pool processes. The worker log "
+    "(`--keep-logs DIR`) shows each case as `sent again`."
 )
 
 LOCAL_TARGET = Target(p50_ms=20)

@@ -134,8 +134,11 @@ def test_redis_restart_with_append_only_loses_nothing(services_env: dict[str, st
     wait_until(lambda: all(aof_store.get(p).attempts >= 1 for p in provision_ids), 30, message="probing to start")
     persistent.stop()
     down = subprocess.run(["provisioner", "status", provision_ids[0]], env=env, capture_output=True, text=True, check=False)
-    RedisServer(persistent.directory, appendonly=True, port=persistent.port).start()
-    records = [wait_terminal(Provisioner(aof_store), provision_id, 60) for provision_id in provision_ids]
+    restarted = RedisServer(persistent.directory, appendonly=True, port=persistent.port).start()
+    try:
+        records = [wait_terminal(Provisioner(aof_store), provision_id, 60) for provision_id in provision_ids]
+    finally:
+        restarted.stop()
 
     assert down.returncode == 4
     assert down.stderr.startswith(f"provisioner: Redis at {persistent.url} is unreachable")

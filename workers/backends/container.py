@@ -7,10 +7,14 @@ environment, beside the request's secrets. Two network modes:
 * bridge (default): harnessd serves on 0.0.0.0:PROVISIONER_CONTAINER_PORT inside
   the container. The engine publishes that port on a free 127.0.0.1 port and the
   backend reads the host port back, so no port is picked by us and none races.
-* host: the backend picks a free 127.0.0.1 port and harnessd binds it directly.
-  Another process may take the port before harnessd binds it; the container then
-  exits, `inspect` reports a port conflict, and the probe step makes the
-  container again on a new port.
+* host: the backend picks a free 127.0.0.1 port that no other container of ours
+  was given, and harnessd binds it directly. Another process may take the port
+  before harnessd binds it. The container then exits, `inspect` reports a port
+  conflict, and the probe step makes the container again on a new port.
+
+NOTE: in host mode, a process outside our containers that binds the port first
+and returns 200 from /healthz is taken for harnessd, because the probe cannot
+tell who answers. Bridge mode has no such window.
 
 Every container carries the label `workspace-provisioner.provision` (the SHA-256
 of the provision id), so a create delivered twice adopts the container the
@@ -144,7 +148,7 @@ class ContainerBackend:
         options: dict[str, Any] = {"detach": True, "name": NAME_PREFIX + safe_name(record.id), "labels": labels}
 
         if self.network == "host":
-            port = free_loopback_port()
+            port = free_loopback_port(exclude=self._ports_in_use())
             labels[LABEL_PORT] = str(port)
             options["network_mode"] = "host"
             harness_addr = f"127.0.0.1:{port}"
@@ -163,6 +167,11 @@ class ContainerBackend:
                     f"container name {options['name']} is taken by a container of another provision; remove it"
                 ) from None
             raise
+
+    def _ports_in_use(self) -> set[int]:
+        """Return the host ports given to our containers, bound yet or not, so none is given twice."""
+        containers = self.client.containers.list(all=True, filters={"label": LABEL_PORT})
+        return {int(port) for container in containers if (port := container.labels.get(LABEL_PORT, "")).isdigit()}
 
     def _workspace(self, container: Container) -> Workspace:
         if self.network == "host":
@@ -230,11 +239,15 @@ class _DockerErrors:
         return False
 
 
-def free_loopback_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
+def free_loopback_port(exclude: set[int] | None = None) -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now and that is not in `exclude`."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+            probe_socket.bind(("127.0.0.1", 0))
+            port = int(probe_socket.getsockname()[1])
+        if port not in (exclude or set()):
+            return port
+    raise BackendError("no free 127.0.0.1 port outside those of existing containers after 100 tries")
 
 
 def _looks_like_port_conflict(container: Container, logs: str) -> bool:
