@@ -1,5 +1,5 @@
 """
-Private services for a benchmark run: a redis-server and a `celery worker`, both started here.
+Private services for a benchmark run: a redis-server, a `celery worker` and hcloud-sim, all started here.
 
 A run never uses a Redis or a worker it did not start, so it shares no queue
 with tests or demos elsewhere on the machine. Each subprocess runs in its own
@@ -10,6 +10,8 @@ which then stops its subprocesses by their process group ids.
 from __future__ import annotations
 
 import os
+import random
+import select
 import shutil
 import signal
 import socket
@@ -19,14 +21,16 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Seconds a subprocess gets to exit after SIGTERM before it gets SIGKILL.
 STOP_GRACE_S = 15.0
-# Seconds redis-server and the worker get to become ready.
+# Seconds redis-server, hcloud-sim and the worker get to become ready.
 START_TIMEOUT_S = 30.0
 
 
@@ -55,7 +59,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, description: str) 
         time.sleep(0.05)
 
 
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[Any]) -> None:
     """Send SIGTERM to the process group of `process`, and SIGKILL if it outlives STOP_GRACE_S."""
     if process.poll() is not None:
         return
@@ -186,3 +190,75 @@ class CeleryWorker:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=STOP_GRACE_S)
+
+
+class HcloudSimulator:
+    """
+    One hcloud-sim subprocess (`python -m simulators.hcloud`) on a free loopback port.
+
+    Its servers get addresses from a random 127.N.0.0/16, so that they differ
+    from those of test or demo simulators running at the same time, because
+    `bench.serving` identifies each VM's harnessd by its address.
+
+    NOTE: N is one of 250 values, so a simulator started elsewhere may pick
+    the same range by chance.
+
+    **Parameters**
+
+    * directory - working directory; the simulator's log goes to `hcloud-sim.log` there.
+    * boot_delay_s, bootstrap_delay_s - the defaults for servers without a delay fault.
+    """
+
+    # Any non-empty token is accepted by the simulator.
+    token = "bench-token"
+
+    def __init__(self, directory: Path, boot_delay_s: float = 1.0, bootstrap_delay_s: float = 0.5) -> None:
+        self.directory = directory
+        self.boot_delay_s = boot_delay_s
+        self.bootstrap_delay_s = bootstrap_delay_s
+        self.first_address = f"127.{random.randint(1, 250)}.0.2"
+        self.endpoint = ""
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "hcloud-sim.log"
+
+    @property
+    def admin_url(self) -> str:
+        return self.endpoint.removesuffix("/v1") + "/_sim"
+
+    def start(self) -> HcloudSimulator:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "simulators.hcloud", "--port", "0", "--first-address", self.first_address,
+            "--boot-delay", f"{self.boot_delay_s:g}", "--bootstrap-delay", f"{self.bootstrap_delay_s:g}",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                text=True, start_new_session=True,
+            )
+
+        # The simulator prints "hcloud-sim listening on http://HOST:PORT/v1" once it accepts requests.
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], START_TIMEOUT_S)
+        line = self.process.stdout.readline().strip() if readable else ""
+        prefix = "hcloud-sim listening on "
+        if not line.startswith(prefix):
+            self.stop()
+            raise ServiceError(f"hcloud-sim printed {line!r} instead of its listening line; log {self.log_path}")
+        self.endpoint = line.removeprefix(prefix)
+        return self
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Send one request to the admin API below /_sim and return its JSON body."""
+        response = httpx.request(method, self.admin_url + path, json=body, trust_env=False, timeout=30)
+        if response.is_error:
+            raise ServiceError(f"hcloud-sim admin request {method} /_sim{path} failed with {response.status_code}: {response.text}")
+        return response.json()
+
+    def stop(self) -> None:
+        """Stop the simulator, which kills the process groups of all its servers."""
+        if self.process is not None:
+            stop_process_group(self.process)

@@ -1,10 +1,10 @@
 """
-One benchmark session: the private Redis and worker, the Docker client, and their cleanup.
+One benchmark session: the private Redis, worker and hcloud-sim, the Docker client, and their cleanup.
 
 `Session.close` stops the worker first, so that no step can create a container
-after the sweep, then removes every container whose provision id starts with
-the session's run prefix, then stops Redis. It runs even when a phase failed
-or the user pressed Ctrl-C.
+or server after the sweep. Then it removes every container whose provision id
+starts with the session's run prefix, and stops the simulator (which kills its
+servers) and Redis. It runs even when a phase failed or the user pressed Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import docker
 import docker.errors
 import redis
 
-from bench.services import REPO_ROOT, CeleryWorker, RedisServer, progress
+from bench.services import REPO_ROOT, CeleryWorker, HcloudSimulator, RedisServer, progress
 from simulators.harnessd_image import build_image
 from workers.app import app
 from workers.backends.container import LABEL_PROVISION_ID
@@ -37,7 +37,7 @@ class Session:
 
     **Parameters**
 
-    * scratch - directory for the Redis files, the worker log and the workspaces.
+    * scratch - directory for the Redis files, the simulator's state, the logs and the workspaces.
     * worker_concurrency - pool processes of the one `celery worker`.
     """
 
@@ -46,6 +46,7 @@ class Session:
         self.worker_concurrency = worker_concurrency
         self.run_prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.redis_server = RedisServer(scratch / "redis")
+        self.simulator = HcloudSimulator(scratch / "hcloud-sim")
         self.worker: CeleryWorker | None = None
         self.docker: docker.DockerClient | None = None
         self.image = IMAGE_TAG
@@ -60,6 +61,9 @@ class Session:
         progress(f"redis-server {self.redis_server.version()} on {self.redis_server.url}")
         # The app in this process sends the runner's messages; it must use our Redis, not REDIS_URL's.
         app.conf.broker_url = self.redis_server.url
+
+        self.simulator.start()
+        progress(f"hcloud-sim on {self.simulator.endpoint}, servers from {self.simulator.first_address}")
 
         self.worker = CeleryWorker(self._worker_env(), self.worker_log_path, self.worker_concurrency, ("bench.baseline",)).start()
         progress(f"celery worker ready (-c {self.worker_concurrency}, log {self.worker_log_path})")
@@ -104,12 +108,13 @@ class Session:
         removed = self.remove_containers()
         if removed:
             progress(f"removed {removed} containers left by this run")
+        self.simulator.stop()
         self.redis_server.stop()
 
     def copy_logs(self, directory: Path) -> None:
-        """Copy the worker's and redis-server's logs into `directory`."""
+        """Copy the logs of the worker, redis-server and hcloud-sim into `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
-        for log_path in (self.worker_log_path, self.redis_server.log_path):
+        for log_path in (self.worker_log_path, self.redis_server.log_path, self.simulator.log_path):
             if log_path.exists():
                 shutil.copy(log_path, directory / log_path.name)
         progress(f"copied the logs to {directory}")
@@ -122,6 +127,8 @@ class Session:
             "REDIS_URL": self.redis_server.url,
             "PROVISIONER_HOME": str(self.scratch / "home"),
             "PROVISIONER_CONTAINER_NETWORK": "host",
+            "HCLOUD_ENDPOINT": self.simulator.endpoint,
+            "HCLOUD_TOKEN": self.simulator.token,
             "PYTHONPATH": os.pathsep.join(python_path),
         }
         return env
