@@ -20,6 +20,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from docker.models.containers import Container
 
@@ -34,6 +35,9 @@ from workflows.model import ProvisionRequest, Status, WorkspaceType
 
 # Seconds one container provision may take before the benchmark gives up on it.
 RUN_TIMEOUT_S = 120.0
+
+# A boot delay, or any value that describes one run's delays.
+DelayT = TypeVar("DelayT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +86,7 @@ def boot_delays(count: int, low_s: float, high_s: float) -> list[float]:
     return [low_s + (high_s - low_s) * index / (count - 1) for index in range(count)]
 
 
-def split_batches(delays: Sequence[float], batch_size: int) -> list[list[float]]:
+def split_batches(delays: Sequence[DelayT], batch_size: int) -> list[list[DelayT]]:
     """Split `delays` into batches of at most `batch_size`, each taking every n-th delay."""
     count = math.ceil(len(delays) / batch_size)
     return [list(delays[index::count]) for index in range(count)]

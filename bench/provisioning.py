@@ -5,18 +5,22 @@ Benchmark of provisioning latency: the durable chain against a 2-second polling 
     python -m bench.provisioning --quick    # smoke run; prints only
 
 Everything runs on this machine over real services that the run starts and
-stops itself: a redis-server on a free loopback port, one `celery worker`
-(prefork) that also loads `bench.baseline`, and harnessd stand-in containers
-on the Docker engine's host network. Four phases, in this order:
+stops itself. These are a redis-server on a free loopback port, hcloud-sim
+(the Hetzner API simulator, with its default request budget), one
+`celery worker` (prefork) that also loads `bench.baseline`, and harnessd
+stand-in containers on the Docker engine's host network. Six phases, in this
+order:
 
 1. local workspaces through the chain (create -> hand_off), one at a time;
 2. local workspaces through the baseline task, one at a time;
 3. container workspaces through the chain, in batches that start together;
-4. container workspaces through the baseline task, with the same boot delays.
+4. container workspaces through the baseline task, with the same boot delays;
+5. VM workspaces on hcloud-sim through the chain, in batches that start together;
+6. VM workspaces through the baseline task, with the same boot and bootstrap delays.
 
-`bench.local_runs` and `bench.container_runs` define each figure. The
-containers, processes and files of the run are removed at the end, also after
-an error, Ctrl-C or SIGTERM.
+`bench.local_runs`, `bench.container_runs` and `bench.vm_runs` define each
+figure. The containers, servers, processes and files of the run are removed at
+the end, also after an error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from types import FrameType
 
 import celery
 import docker.errors
+import hcloud
 import kombu
 import redis
 
-from bench import container_runs, local_runs
+from bench import container_runs, local_runs, vm_runs
 from bench.container_runs import ContainerRun
 from bench.local_runs import LocalTimings, RunFailed
 from bench.report import (
@@ -58,6 +63,7 @@ from bench.report import (
 )
 from bench.services import REPO_ROOT, ServiceError, progress
 from bench.session import Session
+from bench.vm_runs import VmPhase
 from simulators.harnessd_image import HarnessdImageError
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -93,16 +99,25 @@ class Plan:
     container_batch_size: int
     boot_delay_low_s: float
     boot_delay_high_s: float
+    vm_run_count: int
+    # Servers started together; as for containers, each baseline task occupies a pool process.
+    vm_batch_size: int
+    vm_boot_range_s: tuple[float, float]
+    vm_bootstrap_range_s: tuple[float, float]
     worker_concurrency: int
 
 
 FULL_PLAN = Plan(
     local_run_count=200, local_warmup_count=20, container_run_count=30, container_batch_size=10,
-    boot_delay_low_s=1.0, boot_delay_high_s=10.0, worker_concurrency=10,
+    boot_delay_low_s=1.0, boot_delay_high_s=10.0,
+    vm_run_count=30, vm_batch_size=10, vm_boot_range_s=(1.0, 3.0), vm_bootstrap_range_s=(1.0, 10.0),
+    worker_concurrency=10,
 )
 QUICK_PLAN = Plan(
     local_run_count=20, local_warmup_count=10, container_run_count=6, container_batch_size=6,
-    boot_delay_low_s=1.0, boot_delay_high_s=3.0, worker_concurrency=10,
+    boot_delay_low_s=1.0, boot_delay_high_s=3.0,
+    vm_run_count=6, vm_batch_size=6, vm_boot_range_s=(1.0, 2.0), vm_bootstrap_range_s=(1.0, 3.0),
+    worker_concurrency=10,
 )
 
 
@@ -114,18 +129,21 @@ class Results:
     local_baseline: LocalTimings
     container_chain: list[ContainerRun]
     container_baseline: list[ContainerRun]
+    vm_chain: VmPhase
+    vm_baseline: VmPhase
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.provisioning", description=__doc__.strip().splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true",
-        help=f"smoke run: {QUICK_PLAN.local_run_count} local and {QUICK_PLAN.container_run_count} container runs per approach, "
+        help=f"smoke run: {QUICK_PLAN.local_run_count} local, {QUICK_PLAN.container_run_count} container "
+        f"and {QUICK_PLAN.vm_run_count} VM runs per approach, "
         f"boot delays of {QUICK_PLAN.boot_delay_low_s:g} to {QUICK_PLAN.boot_delay_high_s:g} s; "
         "prints the tables but writes no page unless --output is given",
     )
     parser.add_argument("--output", type=Path, help=f"Markdown page to write (default for a full run: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
-    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the worker and redis-server logs into DIR at the end, to explain slow runs")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy the worker, redis-server and hcloud-sim logs into DIR at the end, to explain slow runs")
     return parser.parse_args(argv)
 
 
@@ -175,7 +193,11 @@ def measure(session: Session, plan: Plan) -> Results:
     container_baseline = container_runs.measure_containers(
         session, "container-baseline", container_runs.run_baseline_batch, delays, plan.container_batch_size
     )
-    return Results(local_chain, local_baseline, container_chain, container_baseline)
+
+    pairs = vm_runs.vm_delays(plan.vm_run_count, plan.vm_boot_range_s, plan.vm_bootstrap_range_s)
+    vm_chain = vm_runs.measure_vms(session, "vm-chain", vm_runs.run_chain_batch, pairs, plan.vm_batch_size)
+    vm_baseline = vm_runs.measure_vms(session, "vm-baseline", vm_runs.run_baseline_batch, pairs, plan.vm_batch_size)
+    return Results(local_chain, local_baseline, container_chain, container_baseline, vm_chain, vm_baseline)
 
 
 def build_tables(results: Results) -> list[Table]:
@@ -188,9 +210,15 @@ def build_tables(results: Results) -> list[Table]:
         Row("Serving to ready_at (detection)", [run.detection_ms for run in chain], [run.detection_ms for run in base], DETECTION_TARGET),
         Row("Serving to hand-off", [run.hand_off_ms for run in chain], [run.hand_off_ms for run in base]),
     ]
+    vm_chain, vm_base = results.vm_chain.runs, results.vm_baseline.runs
+    vm_rows = [
+        Row("Serving to ready_at (detection)", [run.detection_ms for run in vm_chain], [run.detection_ms for run in vm_base], DETECTION_TARGET),
+        Row("Serving to hand-off", [run.hand_off_ms for run in vm_chain], [run.hand_off_ms for run in vm_base]),
+    ]
     return [
         Table("Local workspaces", 0.99, local_rows),
         Table("Container workspaces", 0.95, container_rows),
+        Table("VM workspaces (hcloud-sim)", 0.95, vm_rows),
     ]
 
 
@@ -208,6 +236,8 @@ def collect_facts(session: Session, plan: Plan, argv: Sequence[str] | None) -> d
         "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
         "redis-server": f"{session.redis_server.version()} (private, loopback, no persistence)",
         "Docker engine": f"{session.docker.version().get('Version', '?')} (containers on the host network)",
+        "Hetzner API": f"hcloud-sim (`python -m simulators.hcloud`, loopback, default rate limit of 3600 requests "
+        f"refilled at 1 per second), hcloud SDK {hcloud.__version__}",
         "Worker": f"one `celery -A workers worker -c {plan.worker_concurrency}` (prefork), log level info",
         "Load average before (1, 5, 15 min)": load_average(),
     }
@@ -232,6 +262,15 @@ def describe_method(plan: Plan) -> str:
 - **Container, hand-off**: the chain's `handed_off_at` minus serving; for the baseline, its task's return time minus serving.
 - Container runs: {plan.container_run_count} per approach, boot delays spread evenly over {plan.boot_delay_low_s:g} to
   {plan.boot_delay_high_s:g} s (`HARNESSD_BOOT_DELAY`), in batches of {plan.container_batch_size} started together.
+- **VM, serving**: the first moment port 8080 of the simulated server's own loopback address is in LISTEN state,
+  seen the same way. On hcloud-sim, the server's user_data starts harnessd (a small Python HTTP server) after the
+  boot delay (create to `running`) and the bootstrap delay (`running` to user_data).
+- **VM, detection and hand-off**: as for containers. The baseline (`bench.baseline.provision_vm`) creates the server
+  through the same `VmBackend`, reads its status every 2 s until it is `running`, then probes every 2 s.
+- VM runs: {plan.vm_run_count} per approach, boot delays spread evenly over {plan.vm_boot_range_s[0]:g} to
+  {plan.vm_boot_range_s[1]:g} s and bootstrap delays over {plan.vm_bootstrap_range_s[0]:g} to
+  {plan.vm_bootstrap_range_s[1]:g} s (per-server `boot_delay` and `bootstrap_delay` faults of hcloud-sim), paired in a
+  fixed shuffled order, in batches of {plan.vm_batch_size} started together.
 - Percentiles are nearest-rank: p99 of 200 values is the second-largest, p95 of 30 is the second-largest.
 """
 
@@ -258,8 +297,29 @@ def describe_notes(results: Results) -> list[str]:
                 "from serving to hand-off)."
             )
 
-    if results.local_chain.resumed_runs or any(run.readiness.resumed_steps for run in results.container_chain):
+    notes += describe_vm_notes(results)
+
+    chain_readiness = [run.readiness for run in results.container_chain] + [run.readiness for run in results.vm_chain.runs]
+    if results.local_chain.resumed_runs or any(readiness.resumed_steps for readiness in chain_readiness):
         notes.append(LEASE_NOTE)
+    return notes
+
+
+def describe_vm_notes(results: Results) -> list[str]:
+    notes = []
+    for name, phase in (("chain", results.vm_chain), ("baseline", results.vm_baseline)):
+        runs = phase.runs
+        negative = sum(1 for run in runs if run.detection_ms < 0)
+        if negative:
+            notes.append(f"VM {name}: {negative} of {len(runs)} runs had ready_at before the port was seen listening, so the listening detector was late for them.")
+        attempts = statistics.median(run.readiness.probe_attempts for run in runs)
+        notes.append(
+            f"VM {name}: median {attempts:g} probe attempts per server; {phase.api_requests} Hetzner API requests "
+            f"({phase.api_requests / len(runs):.1f} per server), {phase.rate_limited} of them rejected with 429."
+        )
+        resumed = [run for run in runs if run.readiness.resumed_steps]
+        if resumed:
+            notes.append(f"VM {name}: {len(resumed)} of {len(runs)} runs had a step sent again by the reconciler.")
     return notes
 
 

@@ -128,8 +128,8 @@ def render_page(facts: Mapping[str, str], tables: Sequence[Table], method: str, 
         "",
         "The durable chain of Celery tasks (create, wait_running, probe_healthz, hand_off) against the "
         "approach it replaces, one task that polls harnessd every 2 seconds. "
-        "`python -m bench.provisioning` measured these figures on real Celery workers, a real redis-server "
-        "and a real Docker engine, and wrote this part of the page. Running it again replaces this part.",
+        "`python -m bench.provisioning` measured these figures on real Celery workers, a real redis-server, "
+        "a real Docker engine and hcloud-sim (a local simulator of the Hetzner API), and wrote this part of the page. Running it again replaces this part.",
         "",
         "## Machine and run",
         "",
