@@ -265,12 +265,13 @@ def describe_method(plan: Plan) -> str:
 - **VM, serving**: the first moment port 8080 of the simulated server's own loopback address is in LISTEN state,
   seen the same way. On hcloud-sim, the server's user_data starts harnessd (a small Python HTTP server) after the
   boot delay (create to `running`) and the bootstrap delay (`running` to user_data).
-- **VM, detection and hand-off**: as for containers. The baseline (`bench.baseline.provision_vm`) creates the server
-  through the same `VmBackend`, reads its status every 2 s until it is `running`, then probes every 2 s.
-- VM runs: {plan.vm_run_count} per approach, boot delays spread evenly over {plan.vm_boot_range_s[0]:g} to
-  {plan.vm_boot_range_s[1]:g} s and bootstrap delays over {plan.vm_bootstrap_range_s[0]:g} to
-  {plan.vm_bootstrap_range_s[1]:g} s (per-server `boot_delay` and `bootstrap_delay` faults of hcloud-sim), paired in a
-  fixed shuffled order, in batches of {plan.vm_batch_size} started together.
+- **VM, detection and hand-off**: as for containers. The chain's probe step also reads the server's status from the
+  API, at most every 10 s. The baseline (`bench.baseline.provision_vm`) creates the server through the same
+  `VmBackend`, reads its status every 2 s until it is `running`, then probes every 2 s.
+- VM runs: {plan.vm_run_count} per approach, in batches of {plan.vm_batch_size} started together. Boot delays are spread
+  evenly over {plan.vm_boot_range_s[0]:g} to {plan.vm_boot_range_s[1]:g} s and bootstrap delays over
+  {plan.vm_bootstrap_range_s[0]:g} to {plan.vm_bootstrap_range_s[1]:g} s, set as per-server `boot_delay` and
+  `bootstrap_delay` faults of hcloud-sim. The two kinds are paired in a fixed shuffled order.
 - Percentiles are nearest-rank: p99 of 200 values is the second-largest, p95 of 30 is the second-largest.
 """
 
