@@ -7,7 +7,8 @@ Broker and store are the same Redis (REDIS_URL). Settings chosen for durability:
   step finished, and a pool process that dies puts its message back at once;
 * prefetch multiplier 1: a worker reserves one waiting message per pool process, so
   messages do not pile up behind one busy worker;
-* probes run on their own queue, `probe`, so slow creates cannot delay them;
+* probes run on their own queue, `{prefix}.probe`, so slow creates cannot
+  delay them; the other steps run on `{prefix}.provision`;
 * no result backend: the provision record in Redis is the result;
 * the broker's visibility timeout (PROVISIONER_VISIBILITY_TIMEOUT, default 600 s)
   must exceed the longest countdown plus the longest step, or a waiting message
@@ -17,7 +18,8 @@ Broker and store are the same Redis (REDIS_URL). Settings chosen for durability:
 * the transport's restore lock expires after 30 s instead of 5 minutes, so a
   worker killed while restoring messages does not block the restore for long.
 
-Start a worker with `celery -A workers worker`; it consumes both queues.
+Start a worker with `celery -A workers worker`; it consumes both queues of its
+PROVISIONER_KEY_PREFIX.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ import threading
 
 from celery import Celery, bootsteps, signals
 from celery.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from workers import kombu_patches
 from workers.config import load_settings
 from workflows.policy import MAX_COUNTDOWN_S, MAX_STEP_S
 
-PROVISION_QUEUE = "provision"
-PROBE_QUEUE = "probe"
 settings = load_settings()
 kombu_patches.apply()
+
+# Queue names carry the key prefix, so deployments that share a Redis database keep apart.
+PROVISION_QUEUE = f"{settings.key_prefix}.provision"
+PROBE_QUEUE = f"{settings.key_prefix}.probe"
 
 app = Celery("workspace_provisioner", include=["workers.tasks"])
 app.conf.update(
@@ -53,7 +57,7 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_default_queue=PROVISION_QUEUE,
-    task_queues=(Queue(PROVISION_QUEUE), Queue(PROBE_QUEUE)),
+    task_queues=tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (PROVISION_QUEUE, PROBE_QUEUE)),
     task_routes={"provision.probe_healthz": {"queue": PROBE_QUEUE}},
     worker_send_task_events=True,
     task_send_sent_event=True,

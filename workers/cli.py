@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from workflows.errors import (
     InvalidTransition,
     ProvisionError,
     ProvisionNotFound,
+    RateLimited,
     StoreUnavailable,
 )
 from workflows.model import ProvisionRecord, ProvisionRequest, Status, Step, WorkspaceType
@@ -74,7 +76,7 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ProvisionNotFound as exc:
             fail(str(exc), EXIT_NOT_FOUND)
-        except (StoreUnavailable, BackendUnavailable) as exc:
+        except (StoreUnavailable, BackendUnavailable, RateLimited) as exc:
             fail(str(exc), EXIT_UNAVAILABLE)
         except (InvalidRequest, BackendError) as exc:
             fail(str(exc), EXIT_INVALID)
@@ -125,7 +127,7 @@ def main() -> None:
 @click.option("--image", default="", help="Docker image that runs harnessd (container), or Hetzner image name (vm; default PROVISIONER_VM_IMAGE).")
 @click.option("--server-type", default="", help="Hetzner server type, e.g. cx22 (vm only; default PROVISIONER_VM_SERVER_TYPE).")
 @click.option("--location", default="", help="Hetzner location, e.g. fsn1 (vm only; default PROVISIONER_VM_LOCATION).")
-@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the workspace; repeatable. Values are secret: never recorded or printed.")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY[=VALUE]", help="Environment variable for the workspace; repeatable. A bare KEY takes its value from your environment, keeping it off the command line. Values are secret: never recorded or printed.")
 @click.option("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, show_default=True, help="Seconds harnessd may take to return 200 from /healthz once the workspace runs.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace when the provision fails, for debugging.")
 @click.option("--wait", is_flag=True, help="Wait until the provision is ready, failed or cancelled; exit 0 only if ready.")
@@ -150,6 +152,7 @@ def submit(
 ) -> None:
     """Submit a provision and print its id (or, with --json, its record)."""
     kind = WorkspaceType(workspace_type)
+    _check_options_apply(kind, repo, image)
     secrets = _parse_env(env_pairs)
     validate_ready_timeout(ready_timeout)
     if wait_timeout is not None and wait_timeout <= 0:
@@ -222,7 +225,8 @@ def list_provisions(status_filter: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(record.to_json()))
         else:
-            click.echo(f"{record.id}\t{record.type.value}\t{record.status.value}\t{record.step.value}\t{record.harness_url or '-'}")
+            status_text = record.status.value + (" (destroyed)" if record.destroyed_at else "")
+            click.echo(f"{printable(record.id)}\t{record.type.value}\t{status_text}\t{record.step.value}\t{record.harness_url or '-'}")
 
 
 @cli.command()
@@ -287,12 +291,22 @@ def _leaked_servers(live_ids: list[str], delete_leaked: bool) -> int:
     live = {provision_label(provision_id) for provision_id in live_ids}
     backend = backend_for(WorkspaceType.VM)
     assert isinstance(backend, VmBackend)
-    leaked = backend.leaked_servers(lambda label: label in live)
+    leaked = _waiting_out_rate_limit(lambda: backend.leaked_servers(lambda label: label in live))
     for server in leaked:
         click.echo(f"{server.id}\t{server.name}\t{server.status}\t{server.created.isoformat() if server.created else '-'}")
         if delete_leaked:
-            backend.delete_server(server)
+            _waiting_out_rate_limit(lambda: backend.delete_server(server))
     return len(leaked)
+
+
+def _waiting_out_rate_limit(call: Callable[[], R]) -> R:
+    """Run `call`, sleeping out Hetzner rate limits: a CLI may block, a worker may not."""
+    while True:
+        try:
+            return call()
+        except RateLimited as exc:
+            click.echo(f"provisioner: {exc}", err=True)
+            time.sleep(exc.retry_after_s)
 
 
 def _leaked_containers(live_ids: list[str], delete_leaked: bool) -> int:
@@ -311,6 +325,13 @@ def _leaked_containers(live_ids: list[str], delete_leaked: bool) -> int:
     return len(leaked)
 
 
+def _check_options_apply(kind: WorkspaceType, repo: str, image: str) -> None:
+    if repo and kind is not WorkspaceType.WORKTREE:
+        raise InvalidRequest("--repo applies to worktree workspaces only")
+    if image and kind not in (WorkspaceType.CONTAINER, WorkspaceType.VM):
+        raise InvalidRequest("--image applies to container and vm workspaces only")
+
+
 def _vm_options(kind: WorkspaceType, server_type: str, location: str) -> dict[str, str]:
     if kind is not WorkspaceType.VM:
         if server_type or location:
@@ -320,12 +341,19 @@ def _vm_options(kind: WorkspaceType, server_type: str, location: str) -> dict[st
 
 
 def _parse_env(pairs: Iterable[str]) -> dict[str, str]:
+    """Return the --env values; a bare KEY takes its value from this process's environment, off the command line."""
     secrets: dict[str, str] = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")
-        if not separator or not key:
-            # Print only the key: the text after '=' may be a secret.
-            raise InvalidRequest(f"--env expects KEY=VALUE, got {key or '(empty)'!r} without '='" if not separator else "--env expects KEY=VALUE with a non-empty KEY")
+        # Messages name only the key: the text after '=' may be a secret.
+        if not key:
+            raise InvalidRequest("--env expects KEY=VALUE or KEY with a non-empty KEY")
+        if key in secrets:
+            raise InvalidRequest(f"--env {key} is given twice")
+        if not separator:
+            if key not in os.environ:
+                raise InvalidRequest(f"--env {key} has no value and {key} is not set in the environment; use {key}=VALUE")
+            value = os.environ[key]
         secrets[key] = value
     return secrets
 
@@ -362,10 +390,14 @@ def _wait_with_progress(provisioner: Any, provision_id: str, timeout_s: float, s
         if elapsed > timeout_s:
             _print_record(record, as_json=False, short=False)
             fail(f"provision {provision_id} still {record.status.value} after waiting {timeout_s:g}s", EXIT_WAIT_TIMEOUT)
-        if not warned and record.status is Status.PENDING and elapsed > NO_WORKER_WARNING_S:
+        if not warned and last_event_count(provisioner, provision_id) == 1 and elapsed > NO_WORKER_WARNING_S:
             click.echo(f"provisioner: no worker has started {provision_id} after {NO_WORKER_WARNING_S:g}s; is `celery -A workers worker` running?", err=True)
             warned = True
         provisioner.store.wait_events(provision_id, last_event if last_event != "0-0" else "$", 0.5)
+
+
+def last_event_count(provisioner: Any, provision_id: str) -> int:
+    return len(provisioner.store.events(provision_id, count=2))
 
 
 def _is_over(record: ProvisionRecord) -> bool:
@@ -389,6 +421,11 @@ def _report_destroy(record: ProvisionRecord, verb: str) -> None:
     click.echo(f"provision {record.id}: {verb}; workspace released")
 
 
+def printable(text: str) -> str:
+    """Return `text` with control characters escaped (a newline as \\n), so one value stays on one line."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def _print_record(record: ProvisionRecord, as_json: bool, short: bool) -> None:
     if as_json:
         click.echo(json.dumps(record.to_json()))
@@ -402,7 +439,7 @@ def _print_record(record: ProvisionRecord, as_json: bool, short: bool) -> None:
     for name, value in data.items():
         if value in ("", None, [], {}):
             continue
-        click.echo(f"{name.ljust(width)}  {value}")
+        click.echo(f"{name.ljust(width)}  {printable(str(value))}")
 
 
 def _print_events(entries: Iterable[tuple[str, dict[str, str]]], as_json: bool, stream: Any = None) -> None:
@@ -410,5 +447,5 @@ def _print_events(entries: Iterable[tuple[str, dict[str, str]]], as_json: bool, 
         if as_json:
             click.echo(json.dumps({"id": entry_id, **fields}), file=stream)
             continue
-        details = " ".join(f"{name}={value}" for name, value in fields.items() if name not in ("event", "at", "provision_id", "type") and value != "")
-        click.echo(f"{fields.get('at', '')}  {fields.get('provision_id', '')}  {fields.get('event', '')}  {details}", file=stream)
+        details = " ".join(f"{name}={printable(value)}" for name, value in fields.items() if name not in ("event", "at", "provision_id", "type") and value != "")
+        click.echo(f"{fields.get('at', '')}  {printable(fields.get('provision_id', ''))}  {fields.get('event', '')}  {details}", file=stream)

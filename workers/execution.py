@@ -20,7 +20,8 @@ Retry policy, in one place:
   2 s, VMs 0.5 to 3 s), for at most its `running_timeout_s` (60 s, 300 s).
 * BackendUnavailable (Docker engine or Hetzner API unreachable, locked, 5xx) ->
   the same step again after 1, 2, 4, 8, 16 s; the sixth error in a row fails the
-  provision.
+  provision, and so does any error once the probe's deadline has passed. A
+  destroy step never gives up: it goes on retrying every 60 s at most.
 * RateLimited (Hetzner's request budget used up) -> the same step again when
   the budget allows; this never fails a provision by itself.
 * a step that started `MAX_STEP_STARTS` times without finishing killed its
@@ -149,14 +150,25 @@ def _outcome(store: Store, record: ProvisionRecord, step: Step, send_continuatio
 
 
 def _backend_failure(record: ProvisionRecord, step: Step, exc: BackendError) -> Outcome:
+    if step is Step.PROBE_HEALTHZ and record.deadline is not None and utc_now() >= record.deadline:
+        error = handlers.timeout_message(record, record.attempts, str(exc))
+        return Fail(FailureReason.READY_TIMEOUT, error, {"attempt": record.attempts})
     if isinstance(exc, RateLimited):
         logger.info("Provision %s: %s waits %.1fs for the API rate limit", record.id, step.value, exc.retry_after_s)
         return Reschedule(exc.retry_after_s, {"last_error": str(exc)})
-    if is_transient(exc) and record.transient_errors < MAX_TRANSIENT_RETRIES:
-        countdown = backoff_s(record.transient_errors, 1.0, 16.0, jitter=lambda: 1.0)
-        logger.warning("Provision %s: %s failed (%s); retrying in %.0fs", record.id, step.value, exc, countdown)
-        return Reschedule(countdown, {"transient_errors": record.transient_errors + 1, "last_error": str(exc)})
+    # A workspace that cannot be released yet costs money or disk, so destroy never gives up on a transient error.
+    if is_transient(exc) and (record.transient_errors < MAX_TRANSIENT_RETRIES or step is Step.DESTROY):
+        return _retry_transient(record, step, exc)
     return Fail(FailureReason.BACKEND_ERROR, f"{handlers.subject(record)}: {exc}")
+
+
+def _retry_transient(record: ProvisionRecord, step: Step, exc: BackendError) -> Reschedule:
+    countdown = backoff_s(record.transient_errors, 1.0, MAX_COUNTDOWN_S, jitter=lambda: 1.0)
+    if step is not Step.DESTROY:
+        countdown = min(countdown, 16.0)
+    logger.warning("Provision %s: %s failed (%s); retrying in %.0fs", record.id, step.value, exc, countdown)
+    event = {"event": events.STEP_RETRYING, "error": str(exc), "countdown_s": countdown, "attempt": record.transient_errors + 1}
+    return Reschedule(countdown, {"transient_errors": record.transient_errors + 1, "last_error": str(exc)}, event)
 
 
 def _destroy(store: Store, record: ProvisionRecord) -> Outcome:

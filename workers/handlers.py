@@ -131,7 +131,7 @@ def probe(step_input: StepInput) -> Outcome:
 
     remaining_s = (deadline - step_input.now).total_seconds() - result.elapsed_s
     if remaining_s <= 0:
-        error = _timeout_message(record, attempt, result.error)
+        error = timeout_message(record, attempt, result.error)
         return Fail(FailureReason.READY_TIMEOUT, error, {"attempt": attempt}, {"attempts": attempt, "deadline": deadline})
 
     changes = {"attempts": attempt, "last_error": result.error, "deadline": deadline}
@@ -177,7 +177,7 @@ def _workspace_stopped(record: ProvisionRecord, inspection: Inspection, when: st
     return Fail(FailureReason.WORKSPACE_EXITED, error, {"exit_code": inspection.exit_code})
 
 
-def _timeout_message(record: ProvisionRecord, attempts: int, last_error: str) -> str:
+def timeout_message(record: ProvisionRecord, attempts: int, last_error: str) -> str:
     return (
         f"{subject(record)}: harnessd at {record.harness_url} never became ready within "
         f"{record.ready_timeout_s:g}s ({attempts} attempts; last error: {last_error})"

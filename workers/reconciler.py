@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+
+import redis
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -59,12 +61,21 @@ def run_forever(interval_s: float) -> None:
     store = get_store()
     token = uuid.uuid4().hex
     lock_key = f"{store.prefix}:reconciler"
+    failures = 0
     while True:
         try:
             if store.client.set(lock_key, token, nx=True, px=int(interval_s * 900)):
                 reconcile_once(store, enqueue_step)
-        except (ProvisionError, OSError) as exc:
-            logger.warning("Reconciler sweep failed: %s", exc)
+        except (ProvisionError, redis.RedisError, OSError) as exc:
+            failures += 1
+            # Redis being down fails every sweep: log the first failure and then one in 30.
+            if failures % 30 == 1:
+                logger.warning("Reconciler sweep failed (%d in a row): %s", failures, exc)
         except Exception:
+            failures += 1
             logger.exception("Reconciler sweep failed unexpectedly")
+        else:
+            if failures:
+                logger.info("Reconciler sweeps again after %d failed ones", failures)
+            failures = 0
         time.sleep(interval_s)

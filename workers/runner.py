@@ -156,7 +156,10 @@ class Provisioner:
                 )
             return {"step": Step.DESTROY, "due_at": utc_now()}
 
-        return self._command(provision_id, change, None, Step.DESTROY)
+        destroyed = self._command(provision_id, change, None, Step.DESTROY)
+        # An operator's destroy ends the provision for good, so its secrets go too (a retry would need them).
+        self.store.delete_secrets(provision_id)
+        return destroyed
 
     def retry(self, provision_id: str) -> ProvisionRecord:
         """
@@ -171,7 +174,13 @@ class Provisioner:
                 raise InvalidTransition(f"provision {provision_id!r} is {record.status.value}; only failed provisions can be retried")
             if record.step is Step.DESTROY:
                 raise InvalidTransition(f"provision {provision_id!r} is still releasing its workspace; retry in a few seconds")
-            return _retry_changes(record)
+            changes = _retry_changes(record)
+            if changes["step"] is Step.CREATE and set(record.env_keys) - set(self.store.get_secrets(provision_id)):
+                raise InvalidTransition(
+                    f"provision {provision_id!r} cannot be made again: the values of its environment "
+                    f"({', '.join(record.env_keys)}) were deleted or expired; submit it again under a new id"
+                )
+            return changes
 
         return self._command(provision_id, change, events.RETRY_REQUESTED, None)
 

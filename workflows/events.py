@@ -26,7 +26,9 @@ PROVISION_FAILED = "workspace.provision_failed"
 CANCELLED = "workspace.cancelled"
 # An operator asked to resume a failed provision. Fields: from_step.
 RETRY_REQUESTED = "workspace.retry_requested"
-# A step was sent again because its worker went silent. Fields: reason.
+# A step failed on a transient backend error and will run again. Fields: error, countdown_s, attempt.
+STEP_RETRYING = "workspace.step_retrying"
+# A step was sent again because its worker went silent. Fields: overdue_s.
 STEP_RESUMED = "workspace.step_resumed"
 # The workspace was released. Fields: handle.
 DESTROYED = "workspace.destroyed"

@@ -70,6 +70,8 @@ def validate_ready_timeout(value: float) -> float:
     """Return `value` if it is a usable readiness deadline in seconds, else raise InvalidRequest."""
     if math.isnan(value) or value <= 0:
         raise InvalidRequest(f"ready timeout must be a positive number of seconds, got {value}")
+    if math.isinf(value):
+        raise InvalidRequest("ready timeout must be a finite number of seconds, got inf")
     if value > MAX_READY_TIMEOUT_S:
         raise InvalidRequest(
             f"ready timeout of {value:g}s is longer than the maximum of {MAX_READY_TIMEOUT_S:g}s; "

@@ -250,13 +250,17 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_REDIS_URL, prefix: str = "wp") -> Store:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=3,
-            socket_timeout=10,
-            health_check_interval=15,
-        )
+        """Connect lazily to the Redis at `url`; raise InvalidRequest if the URL is malformed."""
+        try:
+            client = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=3,
+                socket_timeout=10,
+                health_check_interval=15,
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"REDIS_URL {redact_url(url)!r} is invalid: {exc}") from None
         return cls(client, url, prefix)
 
     # Keys.

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broken-bootstrap", action="store_true",
                         help="never run user_data, so harnessd never starts")
     parser.add_argument("--rate-limit", type=positive_int, metavar="N_PER_MINUTE",
-                        help="allow N requests, refilled at N per minute (default: 3600 per hour, 1 per second)")
+                        help="a bucket of N requests, refilled at N per minute (default: a bucket of 3600 refilled at 1 per second, like the real API)")
     parser.add_argument("--token", help="the only accepted API token (default: any non-empty token)")
     parser.add_argument("--first-address", type=loopback_ipv4, default="127.0.0.2",
                         help="first loopback address given to a server; give simulators that run side by side "

@@ -36,8 +36,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, m
         (("submit", "--type", "local", "--id", "a", "--ready-timeout", "0"), "ready timeout must be a positive number of seconds, got 0.0"),
         (("submit", "--type", "local", "--id", "a", "--ready-timeout", "1e9"), "ready timeout of 1e+09s is longer than the maximum of 86400s; give it in seconds"),
         (("submit", "--type", "local", "--id", "a", "--ready-timeout", "soon"), "Invalid value for '--ready-timeout': 'soon' is not a valid float."),
-        (("submit", "--type", "local", "--id", "a", "--env", "TOKEN"), "--env expects KEY=VALUE, got 'TOKEN' without '='"),
-        (("submit", "--type", "local", "--id", "a", "--env", "=value"), "--env expects KEY=VALUE with a non-empty KEY"),
+        (("submit", "--type", "local", "--id", "a", "--env", "UNSET_TOKEN_X"), "--env UNSET_TOKEN_X has no value and UNSET_TOKEN_X is not set in the environment; use UNSET_TOKEN_X=VALUE"),
+        (("submit", "--type", "local", "--id", "a", "--env", "=value"), "--env expects KEY=VALUE or KEY with a non-empty KEY"),
+        (("submit", "--type", "local", "--id", "a", "--env", "A=1", "--env", "A=2"), "--env A is given twice"),
+        (("submit", "--type", "local", "--id", "a", "--image", "x:1"), "--image applies to container and vm workspaces only"),
+        (("submit", "--type", "container", "--id", "a", "--image", "x:1", "--repo", "."), "--repo applies to worktree workspaces only"),
+        (("submit", "--type", "local", "--id", "a", "--server-type", "cx22"), "--server-type and --location apply to vm workspaces only"),
+        (("submit", "--type", "local", "--id", "a", "--ready-timeout", "inf"), "ready timeout must be a finite number of seconds, got inf"),
+        (("submit", "--type", "local", "--id", "x" * 513), "provision id is 513 characters long; the maximum is 512"),
         (("submit", "--type", "local", "--id", "a", "--wait-timeout", "-1"), "--wait-timeout must be a positive number of seconds, got -1.0"),
         (("status",), "Missing argument 'PROVISION_ID'."),
         (("status", ""), "provision id must not be empty"),
@@ -105,17 +111,19 @@ def test_repo_that_is_no_repository(services_env: dict[str, str], tmp_path: Path
     assert_one_line_error(result, EXIT_INVALID, f"{tmp_path} is not a git repository")
 
 
-def test_submit_wait_json_ready(services_env: dict[str, str], worker) -> None:
+def test_submit_wait_json_ready(services_env: dict[str, str], store: Store, worker) -> None:
     provision_id = unique_id("cli")
+    env = services_env | {"FROM_ENV": "kept-off-argv"}
 
-    result = run_cli(services_env, "submit", "--type", "local", "--id", provision_id, "--env", "TOKEN=hunter2", "--wait", "--json")
+    result = run_cli(env, "submit", "--type", "local", "--id", provision_id, "--env", "TOKEN=hunter2", "--env", "FROM_ENV", "--wait", "--json")
 
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["id"] == provision_id
     assert record["status"] == "ready"
-    assert record["env_keys"] == ["TOKEN"]
+    assert record["env_keys"] == ["FROM_ENV", "TOKEN"]
     assert "hunter2" not in result.stdout + result.stderr
+    assert store.get_secrets(provision_id) == {"TOKEN": "hunter2", "FROM_ENV": "kept-off-argv"}
 
 
 def test_submit_twice_is_rejected(services_env: dict[str, str], worker) -> None:

@@ -137,12 +137,13 @@ def test_redis_restart_with_append_only_loses_nothing(services_env: dict[str, st
     restarted = RedisServer(persistent.directory, appendonly=True, port=persistent.port).start()
     try:
         records = [wait_terminal(Provisioner(aof_store), provision_id, 60) for provision_id in provision_ids]
+        env_keys = [json.loads(aof_store.client.hget(aof_store.record_key(p), "env_keys")) for p in provision_ids]
     finally:
         restarted.stop()
 
     assert down.returncode == 4
     assert down.stderr.startswith(f"provisioner: Redis at {persistent.url} is unreachable")
     assert [record.status for record in records] == [Status.READY] * 5
+    assert env_keys == [["HARNESSD_BOOT_DELAY"]] * 5
     for provision_id in provision_ids:
         assert len(containers_of(docker_client, provision_id)) == 1
-        assert json.loads(aof_store.client.hget(aof_store.record_key(provision_id), "env_keys")) == ["HARNESSD_BOOT_DELAY"]

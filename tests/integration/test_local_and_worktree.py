@@ -100,3 +100,21 @@ def test_worktree_of_non_repository_fails(provisioner: Provisioner, tmp_path: Pa
     assert record.status is Status.FAILED
     assert record.failure_reason == "backend_error"
     assert f"worktree workspace {provision_id}: {tmp_path} is not a git repository" == record.last_error
+
+
+def test_worktree_destroy_keeps_unmerged_branch(provisioner: Provisioner, tmp_path: Path, worker) -> None:
+    repo = _git_repo(tmp_path / "repo")
+    provision_id = unique_id("wt-work")
+    provisioner.submit(ProvisionRequest(id=provision_id, type=WorkspaceType.WORKTREE, repo=str(repo)))
+    worktree = Path(wait_terminal(provisioner, provision_id, 20).workspace_path)
+    (worktree / "result.txt").write_text("the run's work\n")
+    subprocess.run(["git", "-C", str(worktree), "add", "result.txt"], check=True)
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "-C", str(worktree), *identity, "commit", "-qm", "work"], check=True)
+
+    provisioner.destroy(provision_id)
+    destroyed = provisioner.wait_destroyed(provision_id, 20)
+
+    assert destroyed.destroyed_at is not None
+    assert not worktree.exists()
+    assert [branch for branch in _branches(repo) if branch.startswith("provision/")] == [f"provision/{provision_id}"]

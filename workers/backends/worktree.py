@@ -3,11 +3,14 @@ Worktree workspaces: `git worktree add` of a new branch in a given repository.
 
 The worktree lives under PROVISIONER_WORKTREE_ROOT, in a folder per repository,
 on a branch `provision/<safe name>` made from the repository's HEAD. Destroy
-removes the worktree and deletes the branch. There is no inner harnessd.
+removes the worktree, uncommitted changes included, and deletes the branch
+unless it holds commits that the repository's HEAD lacks: those are kept, so a
+run's committed work is never lost. There is no inner harnessd.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +20,8 @@ from workers.backends.local import contained_path
 from workers.backends.names import id_digest, safe_name
 from workflows.errors import BackendError
 from workflows.model import ProvisionRecord, WorkspaceType
+
+logger = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "provision/"
 GIT_TIMEOUT_S = 60
@@ -62,7 +67,7 @@ class WorktreeBackend:
 
         branch = BRANCH_PREFIX + safe_name(record.id)
         if _branch_exists(repo, branch):
-            _git(repo, "branch", "-D", branch)
+            _delete_merged_branch(repo, branch)
         return True
 
     def _path(self, repo: Path, record: ProvisionRecord) -> Path:
@@ -84,6 +89,14 @@ def repository_root(repo: str) -> Path:
     except BackendError:
         raise BackendError(f"repository {top} has no commit yet; a worktree needs a HEAD commit") from None
     return Path(top)
+
+
+def _delete_merged_branch(repo: Path, branch: str) -> None:
+    """Delete `branch` unless it holds commits that its repository's HEAD lacks; those are kept."""
+    try:
+        _git(repo, "branch", "-d", branch)
+    except BackendError as exc:
+        logger.warning("Kept branch %s in %s because it has commits not merged into HEAD: %s", branch, repo, exc)
 
 
 def _is_worktree_of(repo: Path, path: Path) -> bool:
