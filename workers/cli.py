@@ -181,7 +181,7 @@ def submit(
         return
 
     if not as_json:
-        click.echo(provision_id)
+        click.echo(printable(provision_id))
     record = _wait_with_progress(provisioner, provision_id, wait_timeout or ready_timeout + 300, show_events=not as_json)
     _print_record(record, as_json, short=False)
     _exit_for(record)
@@ -431,7 +431,7 @@ def _print_record(record: ProvisionRecord, as_json: bool, short: bool) -> None:
         click.echo(json.dumps(record.to_json()))
         return
     if short:
-        click.echo(record.id)
+        click.echo(printable(record.id))
         return
     data = record.to_json()
     data.pop("continuation", None)

@@ -157,6 +157,19 @@ def test_ready_provision_commands(services_env: dict[str, str], worker) -> None:
     assert provision_id in listed.stdout
     assert destroyed.returncode == 0
     assert destroyed.stdout == f"provision {provision_id}: destroyed; workspace released\n"
+    listed_after = run_cli(services_env, "list")
+    assert f"{provision_id}\tlocal\tready (destroyed)\tdone\t-" in listed_after.stdout.splitlines()
+
+
+def test_control_characters_stay_escaped(services_env: dict[str, str], worker) -> None:
+    provision_id = f"two\nlines\x01{unique_id()}"
+    submitted = run_cli(services_env, "submit", "--type", "local", "--id", provision_id, "--wait")
+
+    listed = run_cli(services_env, "list")
+
+    assert submitted.returncode == 0, submitted.stderr
+    escaped = provision_id.replace("\n", "\\n").replace("\x01", "\\x01")
+    assert any(line.startswith(f"{escaped}\tlocal\tready") for line in listed.stdout.splitlines())
 
 
 def test_submit_wait_failed_exits_one(services_env: dict[str, str], tmp_path: Path, worker) -> None:
