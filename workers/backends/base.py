@@ -81,3 +81,17 @@ class Backend(Protocol):
     def destroy(self, record: ProvisionRecord) -> bool:
         """Release the workspace of `record`; return True once it is gone, False while it is going."""
         ...
+
+
+class WithoutHarnessd:
+    """Shared parts of backends whose workspaces run no harnessd, so they are never waited for or probed."""
+
+    running_timeout_s = 0.0
+    running_poll_base_s = 0.0
+    running_poll_cap_s = 0.0
+
+    def inspect(self, record: ProvisionRecord) -> Inspection:
+        raise NotImplementedError
+
+    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
+        return self.inspect(record)

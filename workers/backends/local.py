@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from workers.backends.base import Inspection, RunState, Workspace
+from workers.backends.base import Inspection, RunState, WithoutHarnessd, Workspace
 from workers.backends.names import safe_name
 from workflows.errors import BackendError
 from workflows.model import ProvisionRecord, WorkspaceType
@@ -26,11 +26,8 @@ def contained_path(root: Path, name: str) -> Path:
     return path
 
 
-class LocalBackend:
+class LocalBackend(WithoutHarnessd):
     workspace_type = WorkspaceType.LOCAL
-    running_timeout_s = 0.0
-    running_poll_base_s = 0.0
-    running_poll_cap_s = 0.0
 
     def __init__(self, root: Path, harness_url: str = "") -> None:
         self.root = root
@@ -49,9 +46,6 @@ class LocalBackend:
 
     def inspect(self, record: ProvisionRecord) -> Inspection:
         return Inspection(RunState.RUNNING if self.path_of(record).is_dir() else RunState.GONE)
-
-    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
-        return self.inspect(record)
 
     def destroy(self, record: ProvisionRecord) -> bool:
         path = self.path_of(record)

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from workers.backends.base import Inspection, RunState, Workspace
+from workers.backends.base import Inspection, RunState, WithoutHarnessd, Workspace
 from workers.backends.local import contained_path
 from workers.backends.names import id_digest, safe_name
 from workflows.errors import BackendError
@@ -27,11 +27,8 @@ BRANCH_PREFIX = "provision/"
 GIT_TIMEOUT_S = 60
 
 
-class WorktreeBackend:
+class WorktreeBackend(WithoutHarnessd):
     workspace_type = WorkspaceType.WORKTREE
-    running_timeout_s = 0.0
-    running_poll_base_s = 0.0
-    running_poll_cap_s = 0.0
 
     def __init__(self, root: Path, harness_url: str = "") -> None:
         self.root = root
@@ -54,9 +51,6 @@ class WorktreeBackend:
     def inspect(self, record: ProvisionRecord) -> Inspection:
         path = Path(record.workspace_path) if record.workspace_path else None
         return Inspection(RunState.RUNNING if path and path.is_dir() else RunState.GONE)
-
-    def inspect_while_probing(self, record: ProvisionRecord) -> Inspection:
-        return self.inspect(record)
 
     def destroy(self, record: ProvisionRecord) -> bool:
         repo = repository_root(record.repo)
