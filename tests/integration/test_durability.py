@@ -147,3 +147,22 @@ def test_redis_restart_with_append_only_loses_nothing(services_env: dict[str, st
     assert env_keys == [["HARNESSD_BOOT_DELAY"]] * 5
     for provision_id in provision_ids:
         assert len(containers_of(docker_client, provision_id)) == 1
+
+
+def test_destroy_outlasts_unreachable_docker(provisioner: Provisioner, store: Store, harnessd_image, docker_client, start_worker) -> None:
+    healthy = start_worker()
+    provision_id = unique_id("destroy-retry")
+    provisioner.submit(_container(provision_id, harnessd_image))
+    wait_terminal(provisioner, provision_id, 30)
+    healthy.stop()
+    blind = start_worker(env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+
+    provisioner.destroy(provision_id)
+    wait_until(lambda: events.STEP_RETRYING in event_names(store, provision_id), 20, message="a failed destroy attempt")
+    blind.stop()
+    start_worker()
+    record = provisioner.wait_destroyed(provision_id, 60)
+
+    assert record.destroyed_at is not None
+    assert containers_of(docker_client, provision_id) == []
+    assert events.DESTROY_FAILED not in event_names(store, provision_id)
