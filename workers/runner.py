@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -193,7 +193,14 @@ class Provisioner:
             record = self.store.get(provision_id)
         return record
 
-    def _command(self, provision_id: str, change: Any, event_name: str | None, step: Step | None) -> ProvisionRecord:
+    def _command(
+        self,
+        provision_id: str,
+        change: Callable[[ProvisionRecord], dict[str, Any]],
+        event_name: str | None,
+        step: Step | None,
+    ) -> ProvisionRecord:
+        """Apply `change` to the record with an optimistic fenced commit, then send the step it leads to."""
         for _ in range(_COMMAND_ATTEMPTS):
             record = self.store.get(provision_id)
             changes = change(record)
