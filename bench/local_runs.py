@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from bench import baseline
-from bench.services import progress
+from bench.services import BenchError, progress
 from bench.session import Session
 from workflows import events
 from workflows.model import ProvisionRequest, Status, WorkspaceType
@@ -33,7 +33,7 @@ from workflows.store import Store
 RUN_TIMEOUT_S = 60.0
 
 
-class RunFailed(RuntimeError):
+class RunFailed(BenchError):
     """A provision of the benchmark failed or timed out; the message names it."""
 
 

@@ -39,14 +39,13 @@ from pathlib import Path
 from types import FrameType
 
 import celery
-import docker.errors
 import hcloud
 import kombu
 import redis
 
 from bench import container_runs, local_runs, vm_runs
 from bench.container_runs import ContainerRun
-from bench.local_runs import LocalTimings, RunFailed
+from bench.local_runs import LocalTimings
 from bench.report import (
     PAGE_TITLE,
     Row,
@@ -61,19 +60,14 @@ from bench.report import (
     render_table,
     replace_part,
 )
-from bench.services import REPO_ROOT, ServiceError, progress
+from bench.services import EXPECTED_FAILURES, REPO_ROOT, progress, report_failure
 from bench.session import Session
 from bench.vm_runs import VmPhase
-from simulators.harnessd_image import HarnessdImageError
 
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 
-# Exit codes.
+# Exit code of a complete run; the failure codes are in bench.services.
 EXIT_OK = 0
-# A provision failed or timed out, or a service did not start.
-EXIT_FAILED = 1
-# Stopped by Ctrl-C or SIGTERM, after cleaning up everything the run started.
-EXIT_INTERRUPTED = 130
 
 # Added to the notes when the reconciler had to send a step again.
 LEASE_NOTE = (
@@ -159,15 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             session.start()
             facts = collect_facts(session, plan, argv)
             results = measure(session, plan)
-        except (RunFailed, ServiceError, HarnessdImageError) as exc:
-            print(f"bench: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except docker.errors.DockerException as exc:
-            print(f"bench: error: Docker engine request failed ({exc}); start dockerd or set DOCKER_HOST", file=sys.stderr)
-            return EXIT_FAILED
-        except KeyboardInterrupt:
-            print("bench: interrupted; cleaning up", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except (*EXPECTED_FAILURES, KeyboardInterrupt) as exc:
+            return report_failure(exc)
         finally:
             session.close()
             if options.keep_logs is not None:

@@ -50,9 +50,9 @@ import redis
 from bench import plain_celery
 from bench.local_runs import RunFailed, count_resumed_steps
 from bench.report import code_version, cpu_model, load_average, percentile, replace_part
-from bench.services import REPO_ROOT, CeleryWorker, RedisServer, ServiceError, progress, wait_for
+from bench.services import EXPECTED_FAILURES, REPO_ROOT, CeleryWorker, RedisServer, ServiceError, progress, report_failure, wait_for
 from bench.session import IMAGE_TAG
-from simulators.harnessd_image import HarnessdImageError, build_image
+from simulators.harnessd_image import build_image
 from tests.hcloud_sim.support import TOKEN as HCLOUD_TOKEN
 from tests.hcloud_sim.support import RunningSimulator, start_simulator
 from tests.integration import test_chaos
@@ -67,10 +67,6 @@ DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 PAGE_TITLE = "Benchmarks: recovery after SIGKILL"
 
 EXIT_OK = 0
-# A provision did not recover, or a service did not start.
-EXIT_FAILED = 1
-# Stopped by Ctrl-C or SIGTERM, after cleaning up everything the run started.
-EXIT_INTERRUPTED = 130
 
 # Pool processes of each provisioning worker, as in the integration tests.
 WORKER_CONCURRENCY = 2
@@ -564,15 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             services.start()
             facts = collect_facts(services, argv)
             results = Results(measure_recovery(services, plan), measure_chaos(services, plan), measure_plain(services, plan))
-        except (RunFailed, ServiceError, HarnessdImageError) as exc:
-            print(f"bench: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except docker.errors.DockerException as exc:
-            print(f"bench: error: Docker engine request failed ({exc}); start dockerd or set DOCKER_HOST", file=sys.stderr)
-            return EXIT_FAILED
-        except KeyboardInterrupt:
-            print("bench: interrupted; cleaning up", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except (*EXPECTED_FAILURES, KeyboardInterrupt) as exc:
+            return report_failure(exc)
         finally:
             services.close()
 

@@ -23,8 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 import redis
+
+from simulators.harnessd_image import HarnessdImageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +37,11 @@ STOP_GRACE_S = 15.0
 START_TIMEOUT_S = 30.0
 
 
-class ServiceError(RuntimeError):
+class BenchError(RuntimeError):
+    """A benchmark run cannot go on; the message says why, in one line."""
+
+
+class ServiceError(BenchError):
     """A private service failed to start; the message names its log file."""
 
 
@@ -262,3 +269,22 @@ class HcloudSimulator:
         """Stop the simulator, which kills the process groups of all its servers."""
         if self.process is not None:
             stop_process_group(self.process)
+
+
+# Errors a benchmark run reports in one line before it exits.
+EXPECTED_FAILURES: tuple[type[BaseException], ...] = (BenchError, HarnessdImageError, docker.errors.DockerException)
+EXIT_FAILED = 1
+# The shell's code for a run stopped by SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+def report_failure(exc: BaseException) -> int:
+    """Print one line on stderr about why a benchmark run stopped; return its exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("bench: interrupted; cleaning up", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, docker.errors.DockerException):
+        print(f"bench: error: Docker engine request failed ({exc}); start dockerd or set DOCKER_HOST", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"bench: error: {exc}", file=sys.stderr)
+    return EXIT_FAILED
