@@ -25,6 +25,7 @@ PROVISIONER_KEY_PREFIX.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 from celery import Celery, bootsteps, signals
@@ -80,11 +81,15 @@ def check_visibility_timeout() -> None:
 
 
 class BrokerSettingsCheck(bootsteps.Step):
-    """A worker boot step that runs `check_visibility_timeout`; its error stops the worker."""
+    """A worker boot step that runs `check_visibility_timeout` and stops the worker with one line if it fails."""
 
     def __init__(self, worker: object, **kwargs: object) -> None:
         super().__init__(worker, **kwargs)
-        check_visibility_timeout()
+        try:
+            check_visibility_timeout()
+        except ImproperlyConfigured as exc:
+            print(f"worker: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 app.steps["worker"].add(BrokerSettingsCheck)
