@@ -35,7 +35,10 @@ echo "demo: building the harnessd stand-in image" >&2
 image=$(python -m simulators.harnessd_image)
 
 echo "demo: starting the Hetzner API simulator" >&2
-hcloud-sim --port 0 --boot-delay 2 --bootstrap-delay 2 >"$RUN_DIR/hcloud-sim.out" 2>"$RUN_DIR/hcloud-sim.log" &
+# A range of its own keeps its servers apart from those of a test run's simulator.
+first_address="127.$((RANDOM % 250 + 1)).0.2"
+hcloud-sim --port 0 --boot-delay 2 --bootstrap-delay 2 --first-address "$first_address" \
+    >"$RUN_DIR/hcloud-sim.out" 2>"$RUN_DIR/hcloud-sim.log" &
 pids+=($!)
 for _ in $(seq 100); do
     endpoint=$(sed -n 's/^hcloud-sim listening on //p' "$RUN_DIR/hcloud-sim.out")
