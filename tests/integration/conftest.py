@@ -167,7 +167,7 @@ def hcloud_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSimu
 
 
 @pytest.fixture(scope="session")
-def services_env(redis_server: RedisServer, hcloud_sim: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def services_env(redis_server: RedisServer, hcloud_sim: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment for workers and CLI calls of this session; also points this process's app at it."""
     home = tmp_path_factory.mktemp("provisioner-home")
     env = {
@@ -183,7 +183,24 @@ def services_env(redis_server: RedisServer, hcloud_sim: RunningSimulator, tmp_pa
         "HCLOUD_TOKEN": HCLOUD_TOKEN,
     }
     app.conf.broker_url = redis_server.url
-    return env
+    yield env
+    _remove_session_containers(env)
+
+
+def _remove_session_containers(env: dict[str, str]) -> None:
+    """Remove the containers this session's provisions left (ready ones are never destroyed by the tests)."""
+    import docker
+    import docker.errors
+    import requests.exceptions
+
+    from workers.backends.container import LABEL_STORE
+
+    try:
+        client = docker.from_env(timeout=10)
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_STORE}={store_label(env)}"}):
+            container.remove(force=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass  # no engine, so no container of ours either
 
 
 @pytest.fixture
