@@ -27,21 +27,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import signal
 import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
-import celery
 import hcloud
-import kombu
-import redis
 
 from bench import container_runs, local_runs, vm_runs
 from bench.container_runs import ContainerRun
@@ -51,11 +45,10 @@ from bench.report import (
     Row,
     Table,
     Target,
-    code_version,
-    cpu_model,
     describe_spread,
     format_ms,
     load_average,
+    machine_facts,
     render_page,
     render_table,
     replace_part,
@@ -211,18 +204,8 @@ def build_tables(results: Results) -> list[Table]:
 
 def collect_facts(session: Session, plan: Plan, argv: Sequence[str] | None) -> dict[str, str]:
     assert session.docker is not None
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    return {
-        "Date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "Command": "`" + " ".join(["python -m bench.provisioning", *arguments]) + "`",
-        "Code": code_version(),
-        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
-        "CPU model": cpu_model(),
-        "Kernel": platform.release(),
-        "Python": platform.python_version(),
-        "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
-        "redis-server": f"{session.redis_server.version()} (private, loopback, no persistence)",
-        "Docker engine": f"{session.docker.version().get('Version', '?')} (containers on the host network)",
+    docker_version = session.docker.version().get("Version", "?")
+    return machine_facts("python -m bench.provisioning", argv, session.redis_server.version(), docker_version) | {
         "Hetzner API": f"hcloud-sim (`python -m simulators.hcloud`, loopback, default rate limit of 3600 requests "
         f"refilled at 1 per second), hcloud SDK {hcloud.__version__}",
         "Worker": f"one `celery -A workers worker -c {plan.worker_concurrency}` (prefork), log level info",

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import random
 import signal
 import sys
@@ -37,19 +36,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
-import celery
 import docker
 import docker.errors
-import kombu
 import redis
 
 from bench import plain_celery
 from bench.local_runs import RunFailed, count_resumed_steps
-from bench.report import code_version, cpu_model, load_average, percentile, replace_part
+from bench.report import load_average, machine_facts, percentile, replace_part
 from bench.services import EXPECTED_FAILURES, REPO_ROOT, CeleryWorker, RedisServer, ServiceError, progress, report_failure, wait_for
 from bench.session import IMAGE_TAG
 from simulators.harnessd_image import build_image
@@ -455,18 +451,8 @@ def render_tables(results: Results, plan: Plan) -> str:
 
 def collect_facts(services: Services, argv: Sequence[str] | None) -> dict[str, str]:
     assert services.docker is not None
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    return {
-        "Date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "Command": "`" + " ".join(["python -m bench.recovery", *arguments]) + "`",
-        "Code": code_version(),
-        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
-        "CPU model": cpu_model(),
-        "Kernel": platform.release(),
-        "Python": platform.python_version(),
-        "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
-        "redis-server": f"{services.redis_server.version()} (private, loopback, no persistence)",
-        "Docker engine": f"{services.docker.version().get('Version', '?')} (containers on the host network)",
+    docker_version = services.docker.version().get("Version", "?")
+    return machine_facts("python -m bench.recovery", argv, services.redis_server.version(), docker_version) | {
         "Workers": f"`celery -A workers worker -c {WORKER_CONCURRENCY}` (prefork), product defaults: reconciler sweep every 2 s, lease 6 s, resume after 3 s overdue",
         "Load average before (1, 5, 15 min)": load_average(),
     }

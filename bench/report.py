@@ -13,7 +13,9 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.services import REPO_ROOT
@@ -183,3 +185,24 @@ def cpu_model() -> str:
 
 def load_average() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def machine_facts(command: str, argv: Sequence[str] | None, redis_version: str, docker_version: str) -> dict[str, str]:
+    """Return the facts every benchmark page starts with: date, command, code, machine and versions."""
+    import celery
+    import kombu
+    import redis
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "Date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "Command": "`" + " ".join([command, *arguments]) + "`",
+        "Code": code_version(),
+        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
+        "CPU model": cpu_model(),
+        "Kernel": platform.release(),
+        "Python": platform.python_version(),
+        "Celery / kombu / redis-py": f"{celery.__version__} / {kombu.__version__} / {redis.__version__}",
+        "redis-server": f"{redis_version} (private, loopback, no persistence)",
+        "Docker engine": f"{docker_version} (containers on the host network)",
+    }
