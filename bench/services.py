@@ -38,7 +38,7 @@ START_TIMEOUT_S = 30.0
 
 
 class BenchError(RuntimeError):
-    """A benchmark run cannot go on; the message says why, in one line."""
+    """A benchmark run cannot go on. The message gives the reason in one line."""
 
 
 class ServiceError(BenchError):

@@ -12,7 +12,7 @@ Broker and store are the same Redis (REDIS_URL). Settings chosen for durability:
 * no result backend: the provision record in Redis is the result;
 * the broker's visibility timeout (PROVISIONER_VISIBILITY_TIMEOUT, default 600 s)
   must exceed the longest countdown plus the longest step, or a waiting message
-  would be delivered twice; the worker refuses to start otherwise. A message
+  would be delivered twice. A worker with a shorter one exits at start. A message
   whose worker died comes back only after this timeout, which is why
   `workers.reconciler` resumes such provisions much sooner;
 * the transport's restore lock expires after 30 s instead of 5 minutes, so a

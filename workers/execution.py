@@ -5,7 +5,7 @@ Every step message carries `(provision_id, fence)`. A step runs only if the
 record still has that fence and names that step, and only while its worker
 holds the provision's lease (renewed in the background, so a killed worker
 loses it within `LEASE_TTL_S`). A copy that finds the fence moved on exits
-without side effects; a copy that finds the lease taken tries again when the
+without side effects. A copy that finds the lease taken tries again when the
 lease would expire. The handler's outcome is committed with the fence and the
 lease in one Redis script, and only then is the next message sent. If the
 worker dies between the commit and the send, the reconciler

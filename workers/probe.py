@@ -9,7 +9,7 @@ protects the worker from whatever listens on the port:
   cannot hold the worker past the budget;
 * at most `max_body_bytes` of the body are read, so a huge body costs nothing,
   and a gzip or deflate body is inflated to at most that size too;
-* redirects are not followed, so a 3xx to some other place that answers 200 is
+* redirects are not followed, so a 3xx to some other place that returns 200 is
   not ready;
 * proxy settings in the environment (HTTP_PROXY, ALL_PROXY, ...) are ignored, so
   the probe reaches the workspace itself and not a proxy that answers for it;

@@ -1,5 +1,5 @@
 """
-The reconciler: re-sends the step of a provision that nobody is working on.
+The reconciler: re-sends the step of a provision that no worker is working on.
 
 A step message can be lost: its worker died between committing a step and
 sending the next message, or died holding a countdown message in memory (the

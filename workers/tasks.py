@@ -8,7 +8,7 @@ Local and worktree provisions go from create straight to hand_off. Each task
 takes `(provision_id, fence)` and nothing else, so no secret ever appears in a
 message, in Flower or in a log. A task that must run again (a probe that found
 harnessd not ready yet, a step whose lease another worker holds) reschedules
-itself with `Task.retry(countdown=...)`; no worker sleeps while it waits. The
+itself with `Task.retry(countdown=...)`, so no worker sleeps while it waits. The
 rules live in `workers.execution` and `workers.handlers`.
 """
 

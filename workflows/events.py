@@ -16,7 +16,7 @@ CREATED = "workspace.created"
 RUNNING = "workspace.running"
 # Progress while probing, at attempts 1, 2, 4, 8, ... and when the error changes. Fields: attempt, error.
 PROBING = "workspace.probing"
-# GET {harness_url}/healthz answered 200. Fields: attempt.
+# GET {harness_url}/healthz returned 200. Fields: attempt.
 READY = "workspace.ready"
 # The hand-off to the run is done; the provision is `ready`. Fields: harness_url, workspace_path.
 PROVISIONED = "workspace.provisioned"

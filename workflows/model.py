@@ -2,7 +2,7 @@
 What a provision is: its workspace types, statuses, steps, request and record.
 
 A *provision* turns a request ("a container workspace called ws-42 from image X")
-into a workspace whose harnessd answers, then hands it off to the run. The record
+into a workspace whose harnessd responds, then hands it off to the run. The record
 is the single source of truth about a provision; it lives in Redis (see
 `workflows.store`) and every field is stored as a string there.
 """
@@ -29,7 +29,7 @@ class WorkspaceType(str, enum.Enum):
 
 
 class Status(str, enum.Enum):
-    """Where a provision stands, as the runner and operators see it."""
+    """The state of a provision, as the runner and operators see it."""
 
     # Recorded, no step has run yet.
     PENDING = "pending"
@@ -61,7 +61,7 @@ class Step(str, enum.Enum):
 
 
 class FailureReason(str, enum.Enum):
-    """Why a provision failed, in a word an operator can filter on."""
+    """The reason a provision failed, in a word an operator can filter on."""
 
     READY_TIMEOUT = "ready_timeout"
     RUNNING_TIMEOUT = "running_timeout"
@@ -85,7 +85,7 @@ def from_iso(text: str) -> datetime | None:
 @dataclasses.dataclass(frozen=True)
 class ProvisionRequest:
     """
-    What the runner or an operator asked for.
+    A provision request from the runner or an operator.
 
     `env_keys` lists only the names of the environment variables given to the
     workspace: their values are secrets and are kept out of the request, the

@@ -3,7 +3,7 @@ A continuation task for tests: records every hand-off it receives in Redis.
 
 Workers started by the integration tests load this module with `--include`, and
 tests pass `record_hand_off.s()` as a provision's continuation. The list
-`test:handoffs:{provision_id}` then holds one JSON descriptor per call.
+`test:handoffs:{provision_id}` then contains one JSON descriptor per call.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class Backend(Protocol):
 
 
 class WithoutHarnessd:
-    """Shared parts of backends whose workspaces run no harnessd, so they are never waited for or probed."""
+    """Shared parts of backends whose workspaces run no harnessd; `workflows.steps` gives them no wait or probe step."""
 
     running_timeout_s = 0.0
     running_poll_base_s = 0.0

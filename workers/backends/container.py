@@ -14,7 +14,7 @@ environment, beside the request's secrets. Two network modes:
 
 NOTE: in host mode, a process outside our containers that binds the port first
 and returns 200 from /healthz is taken for harnessd, because the probe cannot
-tell who answers. Bridge mode has no such window.
+tell which process responds. Bridge mode has no such window.
 
 Every container carries the label `workspace-provisioner.provision` (the SHA-256
 of the provision id), so a create delivered twice adopts the container the

@@ -4,7 +4,7 @@ A request budget for the Hetzner Cloud API, shared by every worker through Redis
 Hetzner counts every request of a project against one bucket and reports how
 full it is in each response: `RateLimit-Limit` (bucket size), `RateLimit-Remaining`
 and `RateLimit-Reset` (Unix time when the bucket is full again). The hcloud SDK
-ignores these headers, so the VM backend feeds them to this gate, and asks it
+ignores these headers, so the VM backend feeds them to this gate and consults it
 before each request:
 
 * after a 429 no worker sends anything until the reset time the headers give;

@@ -4,7 +4,7 @@ Worktree workspaces: `git worktree add` of a new branch in a given repository.
 The worktree lives under PROVISIONER_WORKTREE_ROOT, in a folder per repository,
 on a branch `provision/<safe name>` made from the repository's HEAD. Destroy
 removes the worktree, uncommitted changes included, and deletes the branch
-unless it holds commits that the repository's HEAD lacks: those are kept, so a
+unless it contains commits that the repository's HEAD lacks: those are kept, so a
 run's committed work is never lost. There is no inner harnessd.
 """
 
@@ -86,7 +86,7 @@ def repository_root(repo: str) -> Path:
 
 
 def _delete_merged_branch(repo: Path, branch: str) -> None:
-    """Delete `branch` unless it holds commits that its repository's HEAD lacks; those are kept."""
+    """Delete `branch` unless it contains commits that its repository's HEAD lacks, which are kept."""
     try:
         _git(repo, "branch", "-d", branch)
     except BackendError as exc:
